@@ -1,0 +1,1 @@
+"""Registered hooks: freezing and accounting, MiMi pruning, merge on save."""

@@ -1,0 +1,10 @@
+"""Registered backbones and necks (mmengine root registry: every scope sees them)."""
+from .peft_backbone import (PEFTBackboneMixin, PretrainedMismatchError,
+                            merge_adapters)
+from .swin import AdapterSwinTransformer, MonaSwinTransformer
+from .vit import AdapterVisionTransformer, RepAdapterViT
+
+__all__ = [
+    'PEFTBackboneMixin', 'PretrainedMismatchError', 'merge_adapters', 'AdapterSwinTransformer',
+    'MonaSwinTransformer', 'AdapterVisionTransformer', 'RepAdapterViT'
+]
