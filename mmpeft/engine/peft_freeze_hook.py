@@ -1,0 +1,200 @@
+"""The freezing policy of a PEFT run, enforced and reported before training.
+
+The policy is declarative (which parts train) and applied by a pure function
+(:func:`apply_freeze_policy`), shared with ``tools/count_params.py``. The
+hook applies it at ``before_run``, then at ``before_train`` — after weight
+init, checkpoint loading and the first ``model.train()``, with the optimizer
+built — checks that it still holds and that the optimizer agrees, logs the
+parameter table and writes it to ``work_dir/peft_params.json``.
+"""
+import copy
+import os.path as osp
+from dataclasses import asdict, dataclass
+from typing import Dict, Iterator, List, Optional
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+
+from ..models.peft_backbone import _preview
+from .export import write_text_atomic
+from .param_table import (ADAPTERS, BACKBONE, HEAD, NECK, adapter_prefixes,
+                          count_params, format_table, param_group,
+                          unwrap_model)
+
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, _NormBase)
+
+
+@dataclass(frozen=True)
+class FreezePolicy:
+    """Which parts train. Adapters always do; the rest of the backbone never
+    does unless listed here; top-level children that are neither backbone,
+    neck nor head (e.g. DETR's query embedding) train.
+
+    The default is the official Mona policy: backbone frozen except the
+    adapters, neck and heads fully trained.
+    """
+    train_norms: bool = False  # backbone norms (adapters' own always train)
+    train_patch_embed: bool = False  # backbone.patch_embed
+    train_neck: bool = True
+    train_head: bool = True  # every top-level child named '*head'
+
+
+def policy_flags(model: nn.Module, policy: FreezePolicy) -> Dict[str, bool]:
+    """``{parameter name: trains}`` for every parameter of ``model``."""
+    model = unwrap_model(model)
+    adapters = adapter_prefixes(model)
+    norm_params = {
+        f'{module_name}.{name}'
+        for module_name, module in model.named_modules()
+        if isinstance(module, NORM_TYPES)
+        for name, _ in module.named_parameters(recurse=False)
+    }
+    flags = {}
+    for name, _ in model.named_parameters():
+        group = param_group(name, adapters)
+        if group == ADAPTERS:
+            trains = True
+        elif group == BACKBONE:
+            trains = ((policy.train_norms and name in norm_params)
+                      or (policy.train_patch_embed
+                          and name.startswith('backbone.patch_embed.')))
+        elif group == NECK:
+            trains = policy.train_neck
+        elif group == HEAD:
+            trains = policy.train_head
+        else:
+            trains = True
+        flags[name] = trains
+    return flags
+
+
+def apply_freeze_policy(model: nn.Module, policy: FreezePolicy) -> List[str]:
+    """Set ``requires_grad`` by ``policy``; returns the names it changed."""
+    flags = policy_flags(model, policy)
+    changed = []
+    for name, param in unwrap_model(model).named_parameters():
+        if param.requires_grad != flags[name]:
+            param.requires_grad = flags[name]
+            changed.append(name)
+    return changed
+
+
+def policy_from_config(cfg) -> Optional[FreezePolicy]:
+    """The policy of the config's PEFTFreezeHook, or None if it has none."""
+    for hook_cfg in cfg.get('custom_hooks', []):
+        hook_type = hook_cfg.get('type')
+        if hook_type is PEFTFreezeHook or str(hook_type).split(
+                '.')[-1] == PEFTFreezeHook.__name__:
+            hook_cfg = copy.deepcopy(dict(hook_cfg))
+            hook_cfg.pop('priority', None)
+            return HOOKS.build(hook_cfg).policy
+    return None
+
+
+def optimizer_params(optim_wrapper) -> Iterator[nn.Parameter]:
+    """Every parameter in the param groups of an OptimWrapper(Dict)."""
+    groups = optim_wrapper.param_groups
+    groups = groups.values() if isinstance(groups, dict) else [groups]
+    for group_list in groups:
+        for group in group_list:
+            yield from group['params']
+
+
+class FreezePolicyError(RuntimeError):
+    """The model or its optimizer does not follow the freezing policy."""
+
+
+@HOOKS.register_module()
+class PEFTFreezeHook(Hook):
+    """Enforce and report the freezing policy of a PEFT run.
+
+    Use it in a config as
+    ``custom_hooks = [dict(type='PEFTFreezeHook', train_norms=False)]``.
+
+    Args:
+        train_norms, train_patch_embed, train_neck, train_head: the
+            :class:`FreezePolicy` (defaults: the official Mona policy).
+        out_file: the parameter table as JSON, relative to ``work_dir``.
+
+    Under DDP the wrapper only synchronises the parameters that required grad
+    when it was built (in ``Runner.__init__``, before any hook), so when the
+    policy changes a flag the hook re-wraps the model with the runner's own
+    ``model_wrapper_cfg``.
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self,
+                 train_norms: bool = False,
+                 train_patch_embed: bool = False,
+                 train_neck: bool = True,
+                 train_head: bool = True,
+                 out_file: str = 'peft_params.json'):
+        self.policy = FreezePolicy(train_norms, train_patch_embed, train_neck,
+                                   train_head)
+        self.out_file = out_file
+
+    def before_run(self, runner) -> None:
+        changed = apply_freeze_policy(runner.model, self.policy)
+        if changed:
+            runner.logger.info(
+                f'PEFTFreezeHook: {self.policy} changed requires_grad of '
+                f'{len(changed)} parameters.')
+        if changed and is_model_wrapper(runner.model):
+            wrapper_cfg = copy.deepcopy(runner.cfg.get('model_wrapper_cfg'))
+            runner.model = runner.wrap_model(wrapper_cfg, runner.model.module)
+            runner.logger.info('PEFTFreezeHook: re-wrapped the model so that '
+                               'DDP synchronises the new trainable set.')
+
+    def before_train(self, runner) -> None:
+        model = unwrap_model(runner.model)
+        model.train()  # stock train() overrides may flip flags (frozen_stages)
+        self.check(model, runner.optim_wrapper)
+        table = count_params(model, policy=asdict(self.policy))
+        runner.logger.info('PEFT parameters:\n' + format_table(table))
+        if is_main_process():
+            write_text_atomic(table.to_json() + '\n',
+                              osp.join(runner.work_dir, self.out_file))
+
+    def check(self, model: nn.Module, optim_wrapper) -> None:
+        """Raise :class:`FreezePolicyError` on any drift from the policy."""
+        flags = policy_flags(model, self.policy)
+        in_optim = {id(p) for p in optimizer_params(optim_wrapper)}
+        leaked, drifted, orphaned = [], [], []
+        for name, param in unwrap_model(model).named_parameters():
+            optimized = id(param) in in_optim
+            if not flags[name] and param.requires_grad and optimized:
+                leaked.append(name)
+            elif flags[name] != param.requires_grad:
+                drifted.append(name)
+            elif flags[name] and not optimized:
+                orphaned.append(name)
+        problems = []
+        if leaked:
+            problems.append(
+                f'{len(leaked)} parameters the policy freezes require grad '
+                f'and sit in an optimizer param group, so they would train: '
+                f'{_preview(leaked)}.')
+        if drifted:
+            problems.append(
+                f'{len(drifted)} parameters changed requires_grad after the '
+                f'policy was applied (at before_run): {_preview(drifted)}. '
+                'A stock option may do this on model.train(): a backbone '
+                '`frozen_stages` freezes whole stages with their adapters; '
+                'set frozen_stages=-1 (the policy already freezes the '
+                'pretrained weights) or change the policy.')
+        if orphaned:
+            problems.append(
+                f'{len(orphaned)} parameters the policy trains are in no '
+                f'optimizer param group and would never update: '
+                f'{_preview(orphaned)}. Check optim_wrapper.paramwise_cfg / '
+                'the optimizer constructor.')
+        if not any(flags.values()):
+            problems.append('Nothing is trainable: the model has no adapters '
+                            'and the policy freezes everything else.')
+        if problems:
+            raise FreezePolicyError(f'PEFTFreezeHook ({self.policy}):\n  ' +
+                                    '\n  '.join(problems))
