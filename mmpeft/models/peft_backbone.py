@@ -7,7 +7,7 @@ frozen random weight is a silent disaster), adapters keep their official init,
 and ``merge_adapters`` turns the model into its deploy form.
 """
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Set, Tuple
 
 import torch
 from mmengine.logging import MMLogger
@@ -90,12 +90,18 @@ class PEFTBackboneMixin:
         finally:
             handle.remove()
 
+    def _weights_not_in_pretrained(self) -> Set[str]:
+        """Frozen weights that the host's pretrained checkpoints do not have
+        by design; they keep their init. None by default."""
+        return set()
+
     def _check_frozen_weights_loaded(self, loaded: Dict[str, torch.Size],
                                      checkpoint: str) -> None:
+        exempt = set(self.adapter_param_names()) | \
+            self._weights_not_in_pretrained()
         frozen = {
             name: param.shape
-            for name, param in self.named_parameters()
-            if name not in set(self.adapter_param_names())
+            for name, param in self.named_parameters() if name not in exempt
         }
         missing = sorted(k for k in frozen if k not in loaded)
         mismatched = sorted(f'{k}: checkpoint {tuple(loaded[k])} vs model '

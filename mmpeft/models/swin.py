@@ -6,13 +6,14 @@ placement of Mona and MiMi. Everything else is the stock mmdet
 ``SwinTransformer``: its arguments, ``convert_weights`` for the official
 checkpoints, ``out_indices``, ``frozen_stages``, drop-path and ``with_cp``.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Set
 
 import torch
 from mmdet.models.backbones.swin import SwinBlock, SwinTransformer
 from mmengine.registry import MODELS
 from torch.utils.checkpoint import checkpoint
 
+from ..adapters import check_token_map
 from .peft_backbone import PEFTBackboneMixin, PretrainedMismatchError
 
 
@@ -26,6 +27,7 @@ class AdapterSwinBlock(SwinBlock):
     """
 
     def forward(self, x: torch.Tensor, hw_shape: Sequence[int]) -> torch.Tensor:
+        check_token_map(x, hw_shape)  # the stock check is a bare assert
 
         def _inner_forward(x):
             x = self.attn(self.norm1(x), hw_shape) + x
@@ -71,6 +73,28 @@ class AdapterSwinTransformer(PEFTBackboneMixin, SwinTransformer):
                 'keeps only such keys. For an official Microsoft Swin release '
                 'set convert_weights=True; for a bare backbone state dict, '
                 'prefix its keys with "backbone.".') from err
+        except RuntimeError as err:
+            # mmdet loads with torch's load_state_dict(strict=False), which
+            # still raises on wrong shapes; its message names every key.
+            if 'size mismatch' not in str(err):
+                raise
+            raise PretrainedMismatchError(
+                f'{type(self).__name__}: the pretrained checkpoint '
+                f'{self._pretrained_path()!r} has weights of the wrong shape '
+                f'for this architecture.\n{err}\nFix: use a checkpoint of '
+                'this architecture (embed_dims, depths, num_heads, patch '
+                'size).'
+            ) from err
+
+    def _weights_not_in_pretrained(self) -> Set[str]:
+        """The output norms ``norm{i}``: the official ImageNet releases have
+        one final ``norm`` instead. As in the official Mona code they keep
+        the LayerNorm init (identity affine) and stay frozen."""
+        return {
+            f'norm{i}.{name}'
+            for i in self.out_indices
+            for name, _ in getattr(self, f'norm{i}').named_parameters()
+        }
 
 
 @MODELS.register_module()
