@@ -44,7 +44,7 @@ class RepAdapter(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Official init: A xavier-uniform, zero bias; B zero (identity map)."""
+        """Official init: A xavier-uniform, zero bias; B zero (identity)."""
         nn.init.xavier_uniform_(self.conv_A.weight)
         nn.init.zeros_(self.conv_A.bias)
         nn.init.zeros_(self.conv_B.weight)
@@ -55,7 +55,8 @@ class RepAdapter(nn.Module):
         weight = self.conv_B.weight.squeeze(-1)  # (C, r / groups)
         return torch.block_diag(*weight.chunk(self.groups, dim=0))
 
-    def forward(self, x: torch.Tensor,
+    def forward(self,
+                x: torch.Tensor,
                 hw_shape: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Token-wise, so ``hw_shape`` is unused and class tokens are fine."""
         h = F.linear(x, self.conv_A.weight.squeeze(-1), self.conv_A.bias)
@@ -78,6 +79,8 @@ def fold_affine_into_linear(weight: torch.Tensor, bias: torch.Tensor,
                             matrix: torch.Tensor,
                             offset: torch.Tensor) -> None:
     """In place: make ``y = W (M x + c) + b`` one linear layer, W <- W M and
-    b <- W c + b (bias first: it needs the unmerged W)."""
-    bias.add_(weight @ offset)
-    weight.copy_(weight @ matrix)
+    b <- W c + b. Computed in float64 so that merging adds no rounding error
+    beyond the final cast, whatever the weights' dtype."""
+    w, m, c = weight.double(), matrix.double(), offset.double()
+    bias.copy_(bias.double() + w @ c)
+    weight.copy_(w @ m)

@@ -3,18 +3,78 @@
 Each encoder layer calls ``attn_adapter`` on ``ln1(x)`` right before the
 attention and ``ffn_adapter`` on ``ln2(x)`` right before the FFN — the
 RepAdapter placement, where an affine adapter folds into the qkv / fc1 weights
-that follow it. Everything else is the stock mmseg ``VisionTransformer``.
+that follow it. Everything else is the stock mmseg ``VisionTransformer``: its
+arguments, position-embedding resizing, ``out_indices``, ``final_norm``,
+``with_cls_token`` and ``with_cp``. ``convert_weights=True`` reads the official
+timm / DeiT checkpoints directly (see :func:`convert_timm_vit`).
 """
-from typing import Optional, Sequence
+import math
+import re
+from collections import OrderedDict
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 from mmengine.registry import MODELS
+from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
 from mmseg.models.backbones.vit import (TransformerEncoderLayer,
                                         VisionTransformer)
 from torch.utils.checkpoint import checkpoint
 
 from ..adapters.repadapter import RepAdapter, fold_affine_into_linear
-from .peft_backbone import PEFTBackboneMixin
+from .peft_backbone import PEFTBackboneMixin, PretrainedMismatchError
+
+# timm block sub-keys -> mmseg TransformerEncoderLayer sub-keys.
+_TIMM_BLOCK_KEYS = (
+    ('norm1.', 'ln1.'),
+    ('norm2.', 'ln2.'),
+    ('attn.qkv.weight', 'attn.attn.in_proj_weight'),
+    ('attn.qkv.bias', 'attn.attn.in_proj_bias'),
+    ('attn.proj.', 'attn.attn.out_proj.'),
+    ('mlp.fc1.', 'ffn.layers.0.0.'),
+    ('mlp.fc2.', 'ffn.layers.1.'),
+)
+# Classifier-only parts of a timm / DeiT checkpoint.
+_TIMM_CLASSIFIER_PREFIXES = ('head.', 'head_dist.', 'pre_logits.')
+
+
+def unwrap_checkpoint(checkpoint: Mapping) -> Mapping:
+    """The weights of a checkpoint: timm stores them under ``state_dict``,
+    DeiT under ``model``, a bare state dict is itself."""
+    for key in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(key), Mapping):
+            return checkpoint[key]
+    return checkpoint
+
+
+def convert_timm_vit(
+    state_dict: Mapping[str,
+                        torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """timm / DeiT ViT keys -> mmseg ``VisionTransformer`` keys.
+
+    The mapping of mmseg's ``tools/model_converters/vit2mmseg.py``
+    (``blocks.i`` -> ``layers.i``, ``norm`` -> ``ln1``, qkv -> the
+    ``nn.MultiheadAttention`` in-projection, ...), minus the classifier head.
+    Keys already in mmseg layout pass through unchanged, so converting twice
+    is harmless.
+    """
+    converted = OrderedDict()
+    for key, value in state_dict.items():
+        if key.startswith(_TIMM_CLASSIFIER_PREFIXES):
+            continue
+        block = re.match(r'blocks\.(\d+)\.(.*)', key)
+        if block:
+            index, rest = block.groups()
+            for old, new in _TIMM_BLOCK_KEYS:
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+                    break
+            key = f'layers.{index}.{rest}'
+        elif key.startswith('norm.'):
+            key = 'ln1.' + key[len('norm.'):]
+        elif key.startswith('patch_embed.proj.'):
+            key = 'patch_embed.projection.' + key[len('patch_embed.proj.'):]
+        converted[key] = value
+    return converted
 
 
 class AdapterViTLayer(TransformerEncoderLayer):
@@ -35,6 +95,8 @@ class AdapterViTLayer(TransformerEncoderLayer):
             return self.ffn(self.ffn_adapter(self.norm2(x), self.hw_shape),
                             identity=x)
 
+        # Non-reentrant: with frozen weights the layer input need not require
+        # grad while the adapters inside do (the stock check skips those).
         if self.with_cp and torch.is_grad_enabled():
             return checkpoint(_inner_forward, x, use_reentrant=False)
         return _inner_forward(x)
@@ -44,55 +106,130 @@ class AdapterVisionTransformer(PEFTBackboneMixin, VisionTransformer):
     """mmseg ``VisionTransformer`` with an adapter in every layer slot.
 
     Args:
-        adapter_cfg: the adapter for every slot, e.g. ``dict(type='RepAdapter')``.
+        adapter_cfg: the adapter for every slot, e.g.
+            ``dict(type='RepAdapter')``.
+        convert_weights: the pretrained checkpoint is an official timm / DeiT
+            release (``blocks.*`` keys); convert it on load. mmseg's stock ViT
+            needs checkpoints already converted
+            (``tools/convert_timm_vit.py``).
         **kwargs: the stock ``VisionTransformer`` arguments.
     """
     default_adapter_cfg: Optional[dict] = None
 
-    def __init__(self, adapter_cfg: Optional[dict] = None, **kwargs):
+    def __init__(self,
+                 adapter_cfg: Optional[dict] = None,
+                 convert_weights: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.adapter_cfg = dict(adapter_cfg or self.default_adapter_cfg)
+        self.convert_weights = convert_weights
         width = self.pos_embed.shape[-1]
         for layer in self.layers:
             layer.__class__ = AdapterViTLayer  # see AdapterSwinBlock
             layer.attn_adapter = self.build_slot_adapter(width)
             layer.ffn_adapter = self.build_slot_adapter(width)
-        self.patch_embed.register_forward_hook(self._share_hw_shape)
+        self._hw_shape_hook = self.patch_embed.register_forward_hook(
+            self._share_hw_shape)
         self.freeze_pretrained()
 
     def _share_hw_shape(self, module, inputs, outputs) -> None:
-        """PatchEmbed returns (tokens, hw_shape): hand the grid to the slots."""
+        """PatchEmbed returns (tokens, hw_shape): tell the slots the grid."""
         for layer in self.layers:
             if isinstance(layer, AdapterViTLayer):
                 layer.hw_shape = outputs[1]
+
+    def _load_pretrained(self) -> None:
+        """Stock loading; of a converted state dict if ``convert_weights``."""
+        if not (self.convert_weights and isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            super()._load_pretrained()
+            return
+        path = self.init_cfg['checkpoint']
+        checkpoint = CheckpointLoader.load_checkpoint(
+            path, logger='current', map_location='cpu')
+        state_dict = convert_timm_vit(unwrap_checkpoint(checkpoint))
+        if 'pos_embed' in state_dict:
+            state_dict['pos_embed'] = self._fit_pos_embed(
+                state_dict['pos_embed'], path)
+        load_state_dict(self, state_dict, strict=False, logger='current')
+
+    def _fit_pos_embed(self, pos_embed: torch.Tensor,
+                       path: str) -> torch.Tensor:
+        """Resize a (1, 1 + g*g, C) checkpoint table to this ``img_size``, as
+        the stock loader does for converted checkpoints."""
+        if pos_embed.shape == self.pos_embed.shape:
+            return pos_embed
+        patches = pos_embed.shape[1] - 1 if pos_embed.dim() == 3 else -1
+        grid = math.isqrt(max(patches, 0))
+        if grid * grid != patches:
+            raise PretrainedMismatchError(
+                f'{type(self).__name__}: pos_embed of {path!r} has shape '
+                f'{tuple(pos_embed.shape)}; expected (1, 1 + g*g, C): one '
+                'class token and a square patch grid. Distilled DeiT '
+                'checkpoints (a second token) are not supported.')
+        h, w = self.img_size
+        return self.resize_pos_embed(
+            pos_embed, (h // self.patch_size, w // self.patch_size),
+            (grid, grid), self.interpolate_mode)
+
+    def _check_frozen_weights_loaded(self, loaded: Dict[str, torch.Size],
+                                     checkpoint: str) -> None:
+        """The mixin's guard, plus the fix for usual ViT layout mistakes."""
+        try:
+            super()._check_frozen_weights_loaded(loaded, checkpoint)
+        except PretrainedMismatchError as err:
+            if any(key.startswith('blocks.') for key in loaded):
+                hint = ('The checkpoint is in timm / DeiT layout (blocks.* '
+                        'keys): set convert_weights=True in the backbone '
+                        'config, or convert it once with '
+                        'tools/convert_timm_vit.py.')
+            elif any(key.startswith('backbone.') for key in loaded):
+                hint = ('The checkpoint is a whole model (backbone.* keys); '
+                        'the backbone needs a bare backbone state dict. Use '
+                        "load_from for whole models, or strip 'backbone.'.")
+            else:
+                raise
+            raise PretrainedMismatchError(f'{err}\n{hint}') from None
 
 
 @MODELS.register_module()
 class RepAdapterViT(AdapterVisionTransformer):
     """ViT with RepAdapters (Luo et al., arXiv 2302.08106) before the
     attention and the FFN of every layer; :meth:`merge_adapters` folds them
-    into qkv / fc1 and leaves exactly a stock mmseg ``VisionTransformer``."""
-    default_adapter_cfg = dict(type='RepAdapter', hidden_dim=8, groups=2,
+    into qkv / fc1 and leaves exactly a stock mmseg ``VisionTransformer``.
+
+    The default ``adapter_cfg`` is the paper's: ``hidden_dim=8``,
+    ``groups=2``, ``scale=1.0`` (the scale s is searched per task in the
+    paper; set it with ``adapter_cfg=dict(type='RepAdapter', scale=s)``).
+    """
+    default_adapter_cfg = dict(type='RepAdapter',
+                               hidden_dim=8,
+                               groups=2,
                                scale=1.0)
 
     @torch.no_grad()
     def merge_adapters(self) -> 'RepAdapterViT':
         """Fold every adapter into the next linear layer and remove it.
 
-        The result has the stock state-dict keys and shapes: a merged
-        checkpoint loads strictly into mmseg's ``VisionTransformer``."""
+        Exact in eval mode (the adapter's dropout is the only difference in
+        training). The result has the stock state-dict keys and shapes: a
+        merged checkpoint loads strictly into mmseg's ``VisionTransformer``.
+        """
         for layer in self.layers:
             if not isinstance(layer, AdapterViTLayer):
                 continue
             qkv = layer.attn.attn
             fc1 = layer.ffn.layers[0][0]
-            for adapter, (weight, bias) in (
-                    (layer.attn_adapter, (qkv.in_proj_weight, qkv.in_proj_bias)),
-                    (layer.ffn_adapter, (fc1.weight, fc1.bias))):
+            for adapter, (weight, bias) in ((layer.attn_adapter,
+                                             (qkv.in_proj_weight,
+                                              qkv.in_proj_bias)),
+                                            (layer.ffn_adapter, (fc1.weight,
+                                                                 fc1.bias))):
                 if not isinstance(adapter, RepAdapter):
                     raise TypeError(
-                        f'Only RepAdapter folds into the next linear layer; '
-                        f'got {type(adapter).__name__}.')
+                        'Only RepAdapter folds into the next linear layer; '
+                        f'got {type(adapter).__name__}. Use RepAdapter in '
+                        'adapter_cfg, or keep this model unmerged.')
                 if bias is None:
                     raise ValueError(
                         'Merging needs a bias on qkv and fc1 (qkv_bias=True, '
@@ -100,4 +237,5 @@ class RepAdapterViT(AdapterVisionTransformer):
                 fold_affine_into_linear(weight, bias, *adapter.as_affine())
             del layer.attn_adapter, layer.ffn_adapter
             layer.__class__ = TransformerEncoderLayer
+        self._hw_shape_hook.remove()
         return self
