@@ -1,10 +1,13 @@
 """Registered backbones and necks (mmengine root registry: every scope sees them)."""
+from .necks import SimpleFeaturePyramid
 from .peft_backbone import (PEFTBackboneMixin, PretrainedMismatchError,
                             merge_adapters)
+from .mimi_swin import MiMiSwin
 from .swin import AdapterSwinTransformer, MonaSwinTransformer
 from .vit import AdapterVisionTransformer, RepAdapterViT
 
 __all__ = [
     'PEFTBackboneMixin', 'PretrainedMismatchError', 'merge_adapters', 'AdapterSwinTransformer',
-    'MonaSwinTransformer', 'AdapterVisionTransformer', 'RepAdapterViT'
+    'MonaSwinTransformer', 'AdapterVisionTransformer', 'RepAdapterViT', 'SimpleFeaturePyramid',
+    'MiMiSwin'
 ]

@@ -1,0 +1,45 @@
+# MiMi (Marouf et al., WACV 2024): UperNet, Swin-B (ImageNet-22k), ADE20K,
+# 512x512 crops, 160k iterations, batch 16 (8 GPUs x 2).
+#
+# Model, data and schedule are those of the full fine-tuning baseline, except
+# that the pretrained Swin-B is frozen and a bottleneck adapter
+# x + up(gelu(down(x))) follows the attention and the FFN of every block (48
+# adapters), C // sigma0 neurons wide at the start (C = 128/256/512/1024 per
+# stage). MiMiPruneHook switches off, every `prune_interval` iterations, the
+# `rho` fraction of the live neurons with the lowest normalised score over
+# ALL adapters, until the compression sum(C) / sum(live neurons) reaches
+# sigma_target. The decode heads train fully. `python tools/plot_mimi.py
+# WORK_DIR` draws the allocation; a deploy model is this config with
+# `model.backbone.update(MiMiSwin.deploy_backbone_cfg())` (adapter_widths).
+_base_ = '../baselines/upernet_swinb_ade20k.py'
+custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+
+# sigma0 = 4: 6016 neurons, 6,979,584 adapter weights at the start.
+sigma0 = 4
+# sigma_target = 32: 752 neurons left, 8x fewer.
+sigma_target = 32
+# rho = 0.5 (paper): 6016 -> 3008 -> 1504 -> 752 neurons, i.e. 3 rounds.
+rho = 0.5
+# One round every 16k iterations (with the validation / checkpoint interval):
+# at 16k, 32k and 48k, then 112k iterations of fine-tuning.
+prune_interval = 16000
+
+# MiMiSwin extends mmdet's SwinTransformer (it takes every argument of the
+# mmseg one used by the base), whose loader reads the official Microsoft
+# checkpoint through convert_weights=True rather than the mmseg-converted one.
+model = dict(
+    backbone=dict(
+        type='MiMiSwin',
+        sigma0=sigma0,
+        convert_weights=True,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='checkpoints/swin_base_patch4_window7_224_22k.pth')))
+custom_hooks = [
+    dict(
+        type='MiMiPruneHook',
+        sigma_target=sigma_target,
+        rho=rho,
+        interval=prune_interval,
+        by_epoch=False)
+]

@@ -1,0 +1,340 @@
+"""MiMiPruneHook in real mmengine runs: two rounds reach the target, the
+optimizer cannot resurrect pruned neurons, ``--resume`` after round one ends
+like an uninterrupted run, DDP ranks end with rank 0's masks, and the four
+MiMi configs train and prune on the generated data."""
+import json
+import os
+import os.path as osp
+import socket
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel, is_model_wrapper
+from mmengine.runner import Runner
+from torch import nn
+from torch.utils.data import Dataset
+
+from helpers import REPO_ROOT, load_tool, tiny_runner_cfg
+from mmpeft.adapters import MiMiAdapter
+from mmpeft.engine import MiMiPruneHook
+from mmpeft.engine.export import build_from_config
+from mmpeft.engine.mimi_prune_hook import global_prune_masks
+from mmpeft.models import MiMiSwin
+
+# Widths 16 and 32: sum(C) = 160, 80 neurons at sigma0 = 2, so the plan to
+# sigma_target = 8 is 80 -> 40 -> 20: two rounds, at iterations 2 and 4.
+TINY_SWIN = dict(
+    embed_dims=16,
+    depths=(1, 2),
+    num_heads=(1, 2),
+    strides=(4, 2),
+    out_indices=(0, 1),
+    window_size=4,
+    drop_path_rate=0.0,
+    sigma0=2)
+PRUNE = dict(type='MiMiPruneHook', sigma_target=8, rho=0.5, interval=2,
+             by_epoch=False)
+
+
+class ToyRegressor(BaseModel):
+    """A tiny MiMiSwin and a linear head regressing one number per image."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = MiMiSwin(**TINY_SWIN)
+        self.head = nn.Linear(32, 1)
+
+    def forward(self, inputs, targets=None, mode='tensor'):
+        pred = self.head(self.backbone(inputs)[-1].mean((2, 3))).squeeze(1)
+        if mode == 'loss':
+            return dict(loss=F.mse_loss(pred, targets))
+        return pred
+
+
+class ToyImages(Dataset):
+    """Deterministic random images whose target is their mean colour."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        image = torch.randn(3, 32, 32,
+                            generator=torch.Generator().manual_seed(index))
+        return dict(inputs=image, targets=image.mean() * 10)
+
+
+def toy_runner(work_dir, max_iters=6, prune=PRUNE, **kwargs):
+    return Runner(
+        model=ToyRegressor(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=ToyImages(),
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            collate_fn=dict(type='default_collate'),
+            batch_size=2,
+            num_workers=0),
+        optim_wrapper=dict(
+            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2,
+                            by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1)),
+        custom_hooks=[prune],
+        randomness=dict(seed=0),
+        log_level='WARNING',
+        **kwargs)
+
+
+def backbone_of(runner) -> MiMiSwin:
+    model = runner.model.module if is_model_wrapper(
+        runner.model) else runner.model
+    return model.backbone
+
+
+def masks_of(runner):
+    return [a.neuron_mask.clone() for _, a in backbone_of(runner).named_slots()]
+
+
+def assert_pruned_entries_are_zero(runner):
+    """Weights of masked neurons and their AdamW moments are all zero."""
+    state = runner.optim_wrapper.optimizer.state
+    for _, adapter in backbone_of(runner).named_slots():
+        dead = (adapter.neuron_mask == 0).nonzero().flatten()
+        for param, axis in adapter.neuron_axes():
+            tensors = [param] + [state[param][k]
+                                 for k in ('exp_avg', 'exp_avg_sq')]
+            for tensor in tensors:
+                assert not tensor.index_select(axis, dead).any()
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('mimi_uninterrupted')
+    runner = toy_runner(work_dir)
+    runner.train()
+    return runner
+
+
+def test_two_rounds_reach_the_target(uninterrupted):
+    runner = uninterrupted
+    widths = backbone_of(runner).adapter_widths()
+    assert sum(widths) == 20 and 160 / sum(widths) >= 8
+    # global ranking: the adapters do not all keep a quarter of 8 or 16
+    assert widths != [2, 2, 4, 4, 4, 4]
+    assert_pruned_entries_are_zero(runner)
+
+    with open(osp.join(runner.work_dir, 'mimi_prune.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    assert [(r['round'], r['iter'], sum(r['widths'])) for r in records] == [
+        (0, 0, 80), (1, 2, 40), (2, 4, 20)]
+    assert records[-1]['widths'] == widths
+    assert records[-1]['compression'] == 8
+    # trainable = head (33) + live adapter weights (2 C per neuron)
+    in_dims = records[-1]['in_dims']
+    assert records[-1]['adapter_params'] == sum(
+        2 * c * w for c, w in zip(in_dims, widths))
+    assert records[-1]['trainable_params'] == 33 + records[-1][
+        'adapter_params']
+    assert records[0]['trainable_params'] == 33 + sum(
+        2 * c * w for c, w in zip(in_dims, records[0]['widths']))
+
+
+def test_checkpoint_records_masks_and_widths(uninterrupted):
+    ckpt = torch.load(
+        osp.join(uninterrupted.work_dir, 'iter_2.pth'), weights_only=False)
+    mimi = ckpt['meta']['mimi']
+    assert mimi['round'] == 1 and sum(mimi['widths']) == 40
+    assert mimi['names'][0] == 'backbone.stages.0.blocks.0.attn_adapter'
+    masks = [ckpt['state_dict'][f'{name}.neuron_mask']
+             for name in mimi['names']]
+    assert [int(m.sum()) for m in masks] == mimi['widths']
+
+
+def test_resume_after_round_one_ends_like_the_uninterrupted_run(
+        uninterrupted, tmp_path):
+    runner = toy_runner(
+        tmp_path,
+        resume=True,
+        load_from=osp.join(uninterrupted.work_dir, 'iter_2.pth'))
+    runner.train()
+    hook = next(h for h in runner.hooks if isinstance(h, MiMiPruneHook))
+    assert hook.round == 2
+    for mask, expected in zip(masks_of(runner), masks_of(uninterrupted)):
+        assert torch.equal(mask, expected)
+    assert_pruned_entries_are_zero(runner)
+    with open(osp.join(runner.work_dir, 'mimi_prune.jsonl')) as f:
+        assert [json.loads(line)['round'] for line in f] == [2]
+
+
+def test_masks_changed_outside_the_plan_are_refused(uninterrupted, tmp_path):
+    runner = toy_runner(
+        tmp_path,
+        resume=True,
+        load_from=osp.join(uninterrupted.work_dir, 'iter_2.pth'),
+        prune=dict(PRUNE, rho=0.25))
+    with pytest.raises(RuntimeError, match='no step of the plan'):
+        runner.train()
+
+
+def test_a_schedule_too_short_for_the_rounds_is_refused(tmp_path):
+    with pytest.raises(ValueError, match='fits only 1 more'):
+        toy_runner(tmp_path, max_iters=3).train()
+
+
+def test_epoch_interval_in_an_iteration_loop_is_refused(tmp_path):
+    with pytest.raises(ValueError, match='by_epoch=False'):
+        toy_runner(tmp_path, prune=dict(PRUNE, by_epoch=True)).train()
+
+
+def test_plot_tool_draws_the_allocation(uninterrupted, tmp_path):
+    plot_mimi = load_tool('plot_mimi')
+    rounds = plot_mimi.load_rounds(
+        osp.join(uninterrupted.work_dir, 'mimi_prune.jsonl'))
+    out = str(tmp_path / 'allocation.png')
+    plot_mimi.plot(rounds, out)
+    with open(out, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+# --------------------------------------------------------------------- DDP
+class DesynchroniseRank1(Hook):
+    """Just before the first round, rank 1 scales its adapter weights by
+    random per-neuron factors, so its own ranking differs from rank 0's; every
+    rank records the round-1 masks it would choose by itself."""
+    priority = 'ABOVE_NORMAL'  # before MiMiPruneHook in after_train_iter
+
+    def __init__(self):
+        self.local_choice = None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.iter + 1 != PRUNE['interval']:
+            return
+        adapters = [a for _, a in backbone_of(runner).named_slots()]
+        if runner.rank == 1:
+            generator = torch.Generator().manual_seed(1)
+            with torch.no_grad():
+                for adapter in adapters:
+                    factors = torch.rand(adapter.hidden_dim,
+                                         generator=generator)
+                    adapter.down.weight.mul_(factors[:, None] * 4)
+        self.local_choice = global_prune_masks(adapters, live_after=40)
+
+
+def _ddp_worker(rank, world_size, port, out_dir):
+    os.environ.update(
+        MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
+        LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.distributed.init_process_group('gloo', rank=rank,
+                                         world_size=world_size)
+    desync = DesynchroniseRank1()
+    runner = toy_runner(
+        osp.join(out_dir, 'work_dir'),
+        launcher='pytorch',  # the group exists: the runner only wraps DDP
+        # The runner's default wrapper, less device_ids (CPU DDP takes none).
+        cfg=dict(model_wrapper_cfg=dict(
+            type='MMDistributedDataParallel', device_ids=None,
+            broadcast_buffers=False)))
+    runner.register_hook(desync)
+    runner.train()
+    assert is_model_wrapper(runner.model)
+    assert_pruned_entries_are_zero(runner)
+    torch.save(
+        dict(masks=masks_of(runner), local_choice=desync.local_choice),
+        osp.join(out_dir, f'rank{rank}.pth'))
+    torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_ranks_end_with_rank0_masks(tmp_path):
+    torch.multiprocessing.spawn(
+        _ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    rank0, rank1 = (torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1))
+    for mask0, mask1 in zip(rank0['masks'], rank1['masks']):
+        assert torch.equal(mask0, mask1)
+    final = torch.cat(rank0['masks']).bool()
+    assert final.sum() == 20
+    # Round 1 applied rank 0's choice on both ranks (the final masks are a
+    # subset of it), although rank 1 alone would have chosen other neurons.
+    assert rank0['local_choice'].sum() == rank1['local_choice'].sum() == 40
+    assert not torch.equal(rank0['local_choice'], rank1['local_choice'])
+    assert not (final & ~rank0['local_choice'].bool()).any()
+
+
+# ------------------------------------------------- the four MiMi configs
+MIMI_CONFIGS = [
+    'maskrcnn_swinb_coco.py', 'fasterrcnn_swinb_voc.py',
+    'upernet_swinb_ade20k.py', 'orientedrcnn_swinb_dota.py'
+]
+
+
+def tiny_mimi_cfg(config, demo_data, work_dir):
+    """The config on the generated data, with a 2-stage 16/32-wide Swin and
+    the hook pruning every iteration (in_channels of the next module fixed)."""
+    cfg = tiny_runner_cfg(
+        osp.join(REPO_ROOT, 'configs/mimi', config), demo_data, work_dir,
+        max_iters=3, img_scale=(64, 64))
+    cfg.model.backbone.update(
+        {k: v for k, v in TINY_SWIN.items() if k != 'sigma0'})
+    widths = [16, 32]
+    if 'neck' in cfg.model:
+        cfg.model.neck.update(in_channels=widths, num_outs=3)
+        anchors = cfg.model.rpn_head.anchor_generator
+        anchors.strides = anchors.strides[:3]
+        for extractor in ('bbox_roi_extractor', 'mask_roi_extractor'):
+            if extractor in cfg.model.roi_head:
+                cfg.model.roi_head[extractor].featmap_strides = [4, 8]
+    else:
+        cfg.model.decode_head.update(in_channels=widths, in_index=[0, 1])
+        cfg.model.auxiliary_head.update(in_channels=32, in_index=1)
+    (hook, ) = cfg.custom_hooks
+    hook.update(interval=1, by_epoch=False)
+    cfg.train_dataloader.batch_size = 2  # UperNet's BN on a 1x1 pooled map
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # time
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', MIMI_CONFIGS)
+def test_mimi_configs_train_prune_and_deploy(config, demo_data, tmp_path):
+    cfg = tiny_mimi_cfg(config, demo_data, tmp_path)
+    cfg.custom_hooks.append(dict(type='AdapterMergeHook'))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    backbone = backbone_of(runner)
+    assert isinstance(backbone, MiMiSwin)
+    # sigma0 = 4 on widths 16/32: 40 neurons, sum(C) = 160; sigma_target =
+    # 32 leaves 5, in three rounds (40 -> 20 -> 10 -> 5), one per iteration
+    widths = backbone.adapter_widths()
+    assert sum(widths) == 5
+    assert_pruned_entries_are_zero(runner)
+
+    # The merge-on-save hook's deploy config rebuilds the shrunk shapes from
+    # deploy_backbone_cfg(), and its checkpoint computes what training did.
+    deploy_cfg = Config.fromfile(str(tmp_path / 'iter_3_deploy.py'))
+    assert deploy_cfg.model.backbone.adapter_widths == widths
+    deployed = build_from_config(deploy_cfg)
+    deployed.load_state_dict(
+        torch.load(tmp_path / 'iter_3_deploy.pth',
+                   weights_only=False)['state_dict'],
+        strict=True)
+    assert [a.hidden_dim for _, a in deployed.backbone.named_slots()
+            ] == widths
+    for model in (deployed.backbone, backbone):
+        model.eval()
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for out, ref in zip(deployed.backbone(image), backbone(image)):
+            assert torch.allclose(out, ref, atol=1e-5)
+    assert all(
+        isinstance(a, MiMiAdapter) for _, a in backbone.named_slots())
