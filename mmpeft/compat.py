@@ -5,6 +5,11 @@ runs on ``import mmpeft`` before anything imports the affected package.
 """
 import collections
 import collections.abc
+import functools
+import os
+import os.path as osp
+import sys
+import uuid
 
 
 def _alias_collections_abc() -> None:
@@ -18,5 +23,96 @@ def _alias_collections_abc() -> None:
         collections.Sequence = collections.abc.Sequence
 
 
+def _atomic_local_checkpoint_save() -> None:
+    """mmengine 0.10.7 writes checkpoints in place: ``save_checkpoint`` in
+    ``mmengine/runner/checkpoint.py`` pickles into memory, then
+    ``LocalBackend.put`` does ``open(filename, 'wb').write(...)``. A crash,
+    a kill or a full disk during that write leaves a truncated file under the
+    final name (and overwriting ``latest.pth`` destroys the previous one).
+
+    Wrap it so that local files are written to a temporary file in the same
+    directory, flushed to disk and renamed over the final name (``os.replace``
+    is atomic): the final name always holds a complete checkpoint, the old one
+    until the new one is complete. Other backends (``pavi://``, object
+    stores, ``backend_args``) keep mmengine's own path. ``mmengine.runner``
+    and ``mmengine.runner.runner`` import ``save_checkpoint`` by name, so every
+    loaded mmengine module holding the original is rebound too (modules that
+    import it later get the wrapper from ``mmengine.runner.checkpoint``).
+    """
+    import torch
+    from mmengine.fileio import LocalBackend, get_file_backend
+    from mmengine.runner import checkpoint as checkpoint_module
+
+    original = checkpoint_module.save_checkpoint
+    if getattr(original, 'mmpeft_atomic', False):
+        return
+
+    @functools.wraps(original)
+    def save_checkpoint(checkpoint, filename, file_client_args=None,
+                        backend_args=None):
+        filename = str(filename)
+        if file_client_args is not None or filename.startswith(
+                'pavi://') or not isinstance(
+                    get_file_backend(filename, backend_args=backend_args),
+                    LocalBackend):
+            return original(checkpoint, filename, file_client_args,
+                            backend_args)
+        directory, name = osp.split(osp.abspath(filename))
+        os.makedirs(directory, exist_ok=True)
+        tmp = osp.join(directory,
+                       f'.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
+        try:
+            with open(tmp, 'xb') as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, filename)
+        except BaseException:
+            if osp.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    save_checkpoint.mmpeft_atomic = True
+    for name, module in list(sys.modules.items()):
+        if (name.split('.')[0] == 'mmengine'
+                and getattr(module, 'save_checkpoint', None) is original):
+            module.save_checkpoint = save_checkpoint
+
+
+def _load_local_checkpoints_as_pickles() -> None:
+    """mmengine 0.10.7 loads local checkpoints with a bare ``torch.load``
+    (``load_from_local`` in ``mmengine/runner/checkpoint.py``). Since torch
+    2.6 that means ``weights_only=True``, which refuses mmengine's own
+    training checkpoints: their ``message_hub`` holds ``HistoryBuffer``s and
+    numpy arrays, whose dtypes unpickle through ``builtins.getattr`` (not
+    safely allow-listable). ``--resume`` and ``load_from`` fail.
+
+    Re-register mmengine's local loader with ``weights_only=False``, the
+    behaviour mmengine was written for (torch < 2.6). Only local files read
+    through mmengine's ``CheckpointLoader`` are affected; as with any mmengine
+    release, load only checkpoints you trust.
+    """
+    import torch
+    from mmengine.runner import checkpoint as checkpoint_module
+
+    original = checkpoint_module.CheckpointLoader._schemes['']
+    if getattr(original, 'mmpeft_pickles', False):
+        return
+
+    @functools.wraps(original)
+    def load_from_local(filename, map_location):
+        filename = osp.expanduser(filename)
+        if not osp.isfile(filename):
+            raise FileNotFoundError(f'{filename} can not be found.')
+        return torch.load(
+            filename, map_location=map_location, weights_only=False)
+
+    load_from_local.mmpeft_pickles = True
+    checkpoint_module.CheckpointLoader.register_scheme(
+        prefixes='', loader=load_from_local, force=True)
+
+
 def apply() -> None:
     _alias_collections_abc()
+    _atomic_local_checkpoint_save()
+    _load_local_checkpoints_as_pickles()
