@@ -1,0 +1,92 @@
+# CPU demo: Oriented R-CNN (le90) with a tiny Swin on the generated
+# DOTA-format data (`python tools/make_demo_data.py` writes data/demo/), from
+# random initialisation. Validated on the generated (labelled) test/ split.
+_base_ = [
+    '../_base_/models/oriented_rcnn_swin_fpn.py', '../_base_/datasets/dota.py',
+    '../_base_/schedules/rotated_adamw_1x.py', '../_base_/runtimes/mmrotate.py'
+]
+data_root = 'data/demo/dota/'
+# The generator draws the first four DOTA classes.
+metainfo = dict(
+    classes=('plane', 'baseball-diamond', 'bridge', 'ground-track-field'))
+img_size = 256
+
+model = dict(
+    backbone=dict(
+        type='mmdet.SwinTransformer',
+        embed_dims=32,
+        depths=[1, 1, 2, 1],
+        num_heads=[1, 2, 4, 8],
+        drop_path_rate=0.1,
+        convert_weights=False,
+        init_cfg=None),
+    neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
+    rpn_head=dict(in_channels=64, feat_channels=64),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=64),
+        bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=4)),
+    train_cfg=dict(
+        rpn=dict(sampler=dict(num=128)),
+        rpn_proposal=dict(nms_pre=500, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(
+        rpn=dict(nms_pre=500, max_per_img=300),
+        rcnn=dict(nms_pre=500, max_per_img=100)))
+
+train_pipeline = [
+    dict(type='mmdet.LoadImageFromFile'),
+    dict(type='mmdet.LoadAnnotations', with_bbox=True, box_type='qbox'),
+    dict(type='ConvertBoxType', box_type_mapping=dict(gt_bboxes='rbox')),
+    dict(type='mmdet.Resize', scale=(img_size, img_size), keep_ratio=True),
+    dict(
+        type='mmdet.RandomFlip',
+        prob=0.75,
+        direction=['horizontal', 'vertical', 'diagonal']),
+    dict(type='mmdet.PackDetInputs')
+]
+val_pipeline = [
+    dict(type='mmdet.LoadImageFromFile'),
+    dict(type='mmdet.Resize', scale=(img_size, img_size), keep_ratio=True),
+    dict(type='mmdet.LoadAnnotations', with_bbox=True, box_type='qbox'),
+    dict(type='ConvertBoxType', box_type_mapping=dict(gt_bboxes='rbox')),
+    dict(
+        type='mmdet.PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                   'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        img_shape=(img_size, img_size),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    num_workers=1,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='test/annfiles/',
+        data_prefix=dict(img_path='test/images/'),
+        img_shape=(img_size, img_size),
+        pipeline=val_pipeline))
+test_dataloader = val_dataloader
+
+max_iters = 300
+train_cfg = dict(
+    _delete_=True,
+    type='IterBasedTrainLoop',
+    max_iters=max_iters,
+    val_interval=max_iters)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters)
+]
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(by_epoch=False, interval=max_iters))
+log_processor = dict(by_epoch=False)

@@ -1,0 +1,144 @@
+"""Test (and evaluate) a checkpoint with an mmdet, mmseg or mmrotate config.
+
+One script for the three codebases: the config's ``default_scope`` picks the
+registries and the config's stock evaluator computes the metrics, which are
+logged and printed at the end as one JSON line. Arguments follow mmdet's
+tools/test.py.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+
+import mmpeft  # noqa: F401  registers mmpeft; must precede mmrotate imports
+from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
+from mmengine.evaluator import DumpResults
+from mmengine.registry import RUNNERS, init_default_scope
+from mmengine.runner import Runner
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a detector, segmentor or rotated '
+        'detector')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--adapter',
+        metavar='CKPT',
+        help='adapter-only checkpoint (`*_adapters.pth`) to load on top of '
+        '`checkpoint`, the frozen base it was trained on (checked by hash)')
+    parser.add_argument(
+        '--work-dir',
+        help='the directory to save the file containing evaluation metrics')
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='mmdet / mmrotate: dump predictions to a pickle file for '
+        'offline evaluation; mmseg: directory to write the predicted label '
+        'maps to')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved (mmdet / mmrotate:'
+        ' relative paths are under work_dir/timestamp)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed launchers pass `--local-rank` (torch >= 2.0) or
+    # `--local_rank`.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def trigger_visualization_hook(cfg, show_dir):
+    """Make the config's visualization hook paint predictions to show_dir."""
+    if 'visualization' not in cfg.default_hooks:
+        raise RuntimeError(
+            'VisualizationHook must be included in default_hooks, e.g. '
+            '"visualization=dict(type=\'DetVisualizationHook\')"')
+    cfg.default_hooks.visualization.draw = True
+    if cfg.default_scope == 'mmseg':
+        # SegVisualizationHook writes through the visualizer's backends.
+        cfg.visualizer.save_dir = show_dir
+    else:
+        cfg.default_hooks.visualization.test_out_dir = show_dir
+
+
+def dump_results_metric(scope, out_file):
+    """The codebase's metric that pickles predictions (mmdet's RLE-encodes
+    masks so that the file stays small)."""
+    if scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out_file)
+    return DumpResults(out_file_path=out_file)
+
+
+def build_runner(cfg):
+    """The config's `runner_type` if it sets one, else mmengine's Runner."""
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    # Look the runner up in the config's codebase (e.g. mmdet.registry).
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    return RUNNERS.build(cfg)
+
+
+def main():
+    args = parse_args()
+
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    # work_dir is determined in this priority: CLI > segment in file > filename
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    cfg.load_from = args.checkpoint
+    if args.adapter is not None:
+        cfg.custom_hooks = [
+            *cfg.get('custom_hooks', []),
+            dict(type='AdapterLoadHook', checkpoint=args.adapter)
+        ]
+
+    if args.show_dir:
+        trigger_visualization_hook(cfg, args.show_dir)
+
+    if args.out is not None and cfg.default_scope == 'mmseg':
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+
+    runner = build_runner(cfg)
+
+    if args.out is not None and cfg.default_scope != 'mmseg':
+        assert args.out.endswith(('.pkl', '.pickle')), \
+            'The dump file must be a pkl file.'
+        runner.test_evaluator.metrics.append(
+            dump_results_metric(cfg.default_scope, args.out))
+
+    metrics = runner.test()
+    if is_main_process():
+        print(json.dumps(metrics, default=float))
+
+
+if __name__ == '__main__':
+    main()
