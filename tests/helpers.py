@@ -98,8 +98,9 @@ def _shrink_pipeline(pipeline, img_scale):
                 'ratio_range') else [img_scale, img_scale]
         elif kind == 'RandomChoiceResize':
             t['scales'] = [img_scale]
-        elif kind == 'RandomCrop':
-            t['crop_size'] = img_scale[::-1]
+        elif kind == 'RandomCrop' and str(t.get(
+                'crop_type', 'absolute')).startswith('absolute'):
+            t['crop_size'] = img_scale[::-1]  # relative crops can stay
         for key in ('transforms', 'transforms_list'):  # nested transforms
             if isinstance(t.get(key), list):
                 _shrink_pipeline(t[key], img_scale)

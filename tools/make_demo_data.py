@@ -8,30 +8,22 @@ shows a few coloured shapes on a textured background; the class of a shape
 fixes both its form and its colour, so a small detector learns them quickly.
 
 The classes are the first ones of each stock class list, so label indices are
-the same whether a config keeps the full list or selects only these:
+the same whether a config keeps the full list or selects only these. Layout
+under the output root (inside each dataset directory, the layout the stock
+configs expect under their ``data_root``):
 
-======== ============================================= =====================
-dataset  layout under ``root``                         classes used
-======== ============================================= =====================
-COCO     coco/annotations/instances_{train,val}2017.json, coco/{train,val}2017/
-                                                       person, bicycle, car,
-                                                       motorcycle
-ADE20K   ade/ADEChallengeData2016/{images,annotations}/{training,validation}/
-                                                       wall (background),
-                                                       building, sky, floor,
-                                                       tree; 0 (other) on the
-                                                       image border
-VOC      VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main/
-         {trainval,test}.txt}, VOCdevkit/VOC2012/ (trainval only)
-                                                       aeroplane, bicycle,
-                                                       bird, boat
-DOTA     dota/{trainval,test}/{images/*.png,annfiles/*.txt} (the layout of
-         mmrotate's split tool; test/ is labelled here)
-                                                       plane,
-                                                       baseball-diamond,
-                                                       bridge,
-                                                       ground-track-field
-======== ============================================= =====================
+- ``coco/``: ``annotations/instances_{train,val}2017.json`` (all 80
+  categories listed; person, bicycle, car, motorcycle drawn) and
+  ``{train,val}2017/*.jpg``.
+- ``ade/ADEChallengeData2016/``: ``{images,annotations}/{training,
+  validation}/``; label PNGs hold wall (1) as background, building, sky,
+  floor, tree (2-5) as shapes, and 0 ("other", ignored) on the border.
+- ``VOCdevkit/``: ``VOC2007/`` (trainval + test) and ``VOC2012/``
+  (trainval), each with ``Annotations/``, ``JPEGImages/`` and
+  ``ImageSets/Main/``; aeroplane, bicycle, bird, boat.
+- ``dota/``: ``{trainval,test}/{images/*.png,annfiles/*.txt}``, the layout of
+  mmrotate's patch splitter (``test/`` is labelled here); plane,
+  baseball-diamond, bridge, ground-track-field.
 
 Usage: ``python tools/make_demo_data.py --out data/demo``; see ``--help``.
 """

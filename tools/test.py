@@ -74,8 +74,10 @@ def trigger_visualization_hook(cfg, show_dir):
             '"visualization=dict(type=\'DetVisualizationHook\')"')
     cfg.default_hooks.visualization.draw = True
     if cfg.default_scope == 'mmseg':
-        # SegVisualizationHook writes through the visualizer's backends.
+        # SegVisualizationHook writes through the visualizer's backends, and
+        # only every `interval`-th image unless told otherwise.
         cfg.visualizer.save_dir = show_dir
+        cfg.default_hooks.visualization.interval = 1
     else:
         cfg.default_hooks.visualization.test_out_dir = show_dir
 
