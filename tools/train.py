@@ -7,15 +7,13 @@ the rest. Arguments follow mmdet's tools/train.py.
 import argparse
 import logging
 import os
-import os.path as osp
 
 import mmpeft  # noqa: F401  registers mmpeft; must precede mmrotate imports
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS, init_default_scope
-from mmengine.runner import Runner
 
 from mmpeft.engine import check_resumable_file
+from mmpeft.engine.runner import build_runner, load_config
 
 
 def parse_args():
@@ -65,29 +63,11 @@ def parse_args():
     return args
 
 
-def build_runner(cfg):
-    """The config's `runner_type` if it sets one, else mmengine's Runner."""
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    # Look the runner up in the config's codebase (e.g. mmdet.registry).
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    return RUNNERS.build(cfg)
-
-
 def main():
     args = parse_args()
 
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # work_dir is determined in this priority: CLI > segment in file > filename
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args.config, args.launcher, args.cfg_options,
+                      args.work_dir)
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.type
