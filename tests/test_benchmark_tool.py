@@ -24,7 +24,7 @@ COMMON_FIELDS = {'summary', 'backbone_trainable_params', 'backbone_params',
                  'ratios'}
 EXPECTED = {
     'tiny-swin': ['full', 'full_cp', 'frozen', 'mona', 'mona_cp',
-                  'mona_deploy', 'mimi', 'mimi_shrunk'],
+                  'mona_adapter_cp', 'mona_deploy', 'mimi', 'mimi_shrunk'],
     'tiny-vit': ['full', 'full_cp', 'frozen', 'repadapter', 'repadapter_cp',
                  'repadapter_merged'],
 }
@@ -86,7 +86,8 @@ def test_trainable_params_match_an_independent_count(tiny_run):
     if preset == 'tiny-swin':
         # Mona: 133 C + 9728 per adapter (DESIGN.md, inner width 64).
         mona = _adapter_params(preset, lambda c: 133 * c + 9728)
-        assert counts['mona'] == counts['mona_cp'] == mona
+        assert counts['mona'] == counts['mona_cp'] == \
+            counts['mona_adapter_cp'] == mona
         if 'mimi' in counts:  # sigma0 = 4, no biases: 2 C (C / 4) each
             assert counts['mimi'] == _adapter_params(
                 preset, lambda c: 2 * c * (c // 4))

@@ -73,7 +73,9 @@ def test_zero_init_adapters_compute_the_stock_vit():
     x = torch.randn(2, 3, 48, 40)
     with torch.no_grad():
         for ours, theirs in zip(model(x), stock(x)):
-            assert torch.equal(ours, theirs)
+            # Packed qkv projection (compat.packed_self_attention): one GEMM
+            # where the stock layer runs three, so equal to float rounding.
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
 def test_only_adapters_train_and_count():

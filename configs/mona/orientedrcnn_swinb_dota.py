@@ -19,5 +19,8 @@ model = dict(
     backbone=dict(
         type='MonaSwinTransformer',
         adapter_cfg=dict(type='Mona', inner_dim=64, dropout=0.1),
+        # Recompute the adapters in backward: same gradients, about a third less
+        # training memory (docs/benchmarks.md).
+        adapter_cp=True,
         convert_weights=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)))

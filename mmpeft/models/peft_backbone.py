@@ -7,17 +7,34 @@ frozen random weight is a silent disaster), adapters keep their official init,
 and ``merge_adapters`` turns the model into its deploy form.
 """
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Set, Tuple
+from typing import Dict, Iterator, List, Sequence, Set, Tuple
 
 import torch
 from mmengine.logging import MMLogger
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..adapters import build_adapter, iter_adapters
 
 
 class PretrainedMismatchError(RuntimeError):
     """The pretrained checkpoint does not cover the frozen backbone weights."""
+
+
+def call_adapter(adapter: nn.Module, x: torch.Tensor,
+                 hw_shape: Sequence[int], recompute: bool) -> torch.Tensor:
+    """``adapter(x, hw_shape)``; with ``recompute`` (training only), keep just
+    the adapter's input for backward and recompute its internals there.
+
+    The input is kept by the host block anyway, so what the adapter would
+    save (for Mona: norms, gamma products, conv maps, GELU input, dropout
+    mask) costs no memory. Non-reentrant checkpointing replays the RNG
+    state: dropout masks, and so the gradients, are those of the plain
+    forward.
+    """
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(adapter, x, hw_shape, use_reentrant=False)
+    return adapter(x, hw_shape)
 
 
 class PEFTBackboneMixin:

@@ -21,7 +21,9 @@ from mmseg.models.backbones.vit import (TransformerEncoderLayer,
 from torch.utils.checkpoint import checkpoint
 
 from ..adapters.repadapter import RepAdapter, fold_affine_into_linear
-from .peft_backbone import PEFTBackboneMixin, PretrainedMismatchError
+from ..compat import packed_self_attention
+from .peft_backbone import (PEFTBackboneMixin, PretrainedMismatchError,
+                            call_adapter)
 
 # timm block sub-keys -> mmseg TransformerEncoderLayer sub-keys.
 _TIMM_BLOCK_KEYS = (
@@ -86,14 +88,18 @@ class AdapterViTLayer(TransformerEncoderLayer):
     token-wise adapters (RepAdapter, MiMi); spatial ones reject it.
     """
     hw_shape: Optional[Sequence[int]] = None
+    adapter_cp = False  # recompute the adapters in backward (see call_adapter)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        recompute = self.adapter_cp and not self.with_cp
 
         def _inner_forward(x):
-            x = self.attn(self.attn_adapter(self.norm1(x), self.hw_shape),
-                          identity=x)
-            return self.ffn(self.ffn_adapter(self.norm2(x), self.hw_shape),
-                            identity=x)
+            h = call_adapter(self.attn_adapter, self.norm1(x), self.hw_shape,
+                             recompute)
+            x = packed_self_attention(self.attn, h, identity=x)
+            h = call_adapter(self.ffn_adapter, self.norm2(x), self.hw_shape,
+                             recompute)
+            return self.ffn(h, identity=x)
 
         # Non-reentrant: with frozen weights the layer input need not require
         # grad while the adapters inside do (the stock check skips those).
@@ -108,6 +114,8 @@ class AdapterVisionTransformer(PEFTBackboneMixin, VisionTransformer):
     Args:
         adapter_cfg: the adapter for every slot, e.g.
             ``dict(type='RepAdapter')``.
+        adapter_cp: recompute each adapter in backward instead of keeping its
+            activations (same gradients).
         convert_weights: the pretrained checkpoint is an official timm / DeiT
             release (``blocks.*`` keys); convert it on load. mmseg's stock ViT
             needs checkpoints already converted
@@ -118,6 +126,7 @@ class AdapterVisionTransformer(PEFTBackboneMixin, VisionTransformer):
 
     def __init__(self,
                  adapter_cfg: Optional[dict] = None,
+                 adapter_cp: bool = False,
                  convert_weights: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
@@ -126,6 +135,7 @@ class AdapterVisionTransformer(PEFTBackboneMixin, VisionTransformer):
         width = self.pos_embed.shape[-1]
         for layer in self.layers:
             layer.__class__ = AdapterViTLayer  # see AdapterSwinBlock
+            layer.adapter_cp = adapter_cp
             layer.attn_adapter = self.build_slot_adapter(width)
             layer.ffn_adapter = self.build_slot_adapter(width)
         self._hw_shape_hook = self.patch_embed.register_forward_hook(
