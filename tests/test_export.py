@@ -311,3 +311,13 @@ def test_test_tool_with_adapter_on_base(mona_run, monkeypatch, capsys):
                  '--work-dir',
                  work_dir / 'test',
                  monkeypatch=monkeypatch)
+
+
+def test_atomic_files_get_the_mode_of_a_plain_write(tmp_path):
+    """Deploy / adapter files are as readable as the training checkpoint
+    beside them (mkstemp alone would leave them owner-only)."""
+    plain = tmp_path / 'plain.pth'
+    torch.save({}, plain)
+    atomic = tmp_path / 'atomic.pth'
+    save_atomic({}, str(atomic))
+    assert atomic.stat().st_mode == plain.stat().st_mode

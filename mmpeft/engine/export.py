@@ -70,6 +70,10 @@ def atomic_write(write: Callable[[str], None], path: str) -> None:
                                dir=directory)
     os.close(fd)
     try:
+        # mkstemp creates 0600; give the file the mode open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         write(tmp)
         with open(tmp, 'rb+') as f:
             os.fsync(f.fileno())  # on disk before the name points at it
