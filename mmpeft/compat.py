@@ -114,6 +114,61 @@ def _load_local_checkpoints_as_pickles() -> None:
         prefixes='', loader=load_from_local, force=True)
 
 
+def _summarise_frozen_params_left_out_of_optimizer() -> None:
+    """mmengine 0.10.7's ``DefaultOptimWrapperConstructor.add_params``
+    (``mmengine/optim/optimizer/default_constructor.py``) logs one WARNING,
+    ``<name> is skipped since its requires_grad=False``, for every frozen
+    parameter whenever a ``paramwise_cfg`` is set, as in every mmpeft config:
+    several hundred lines for a frozen Swin-B, which bury real warnings.
+    Leaving frozen weights out of the optimizer is what a PEFT run wants.
+
+    Wrap the constructor's ``__call__`` (subclasses that only override
+    ``add_params`` go through it too) so that exactly those records are
+    dropped while it builds the optimizer, and one INFO line counts them.
+    The optimizer and every other message are unchanged.
+    """
+    import logging
+
+    from mmengine.logging import MMLogger, print_log
+    from mmengine.optim import DefaultOptimWrapperConstructor
+
+    original = DefaultOptimWrapperConstructor.__call__
+    if getattr(original, 'mmpeft_summarised', False):
+        return
+    skipped_suffix = ' is skipped since its requires_grad=False'
+
+    class CountFrozenSkips(logging.Filter):
+
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def filter(self, record):
+            if record.getMessage().endswith(skipped_suffix):
+                self.count += 1
+                return False
+            return True
+
+    @functools.wraps(original)
+    def build_optim_wrapper(self, model):
+        logger = MMLogger.get_current_instance()  # print_log's 'current'
+        skipped = CountFrozenSkips()
+        logger.addFilter(skipped)
+        try:
+            optim_wrapper = original(self, model)
+        finally:
+            logger.removeFilter(skipped)
+        if skipped.count:
+            print_log(
+                f'{skipped.count} frozen parameters (requires_grad=False) '
+                'left out of the optimizer.',
+                logger='current')
+        return optim_wrapper
+
+    build_optim_wrapper.mmpeft_summarised = True
+    DefaultOptimWrapperConstructor.__call__ = build_optim_wrapper
+
+
 def packed_self_attention(attn, x, identity):
     """``attn(x, identity=identity)`` for mmcv's ``MultiheadAttention`` used
     as self-attention, with one contiguous tensor as query, key and value.
@@ -139,3 +194,4 @@ def apply() -> None:
     _alias_collections_abc()
     _atomic_local_checkpoint_save()
     _load_local_checkpoints_as_pickles()
+    _summarise_frozen_params_left_out_of_optimizer()

@@ -118,9 +118,12 @@ def test_two_process_ddp(method, demo_data, tmp_path):
         assert sum(after[k].sum() for k in masks) < sum(
             before[k].sum() for k in masks)
 
-    # The checkpoint: written once, by rank 0, with rank 0's final weights.
+    # The checkpoint and the config's AdapterMergeHook companions: written
+    # once, by rank 0, with rank 0's final weights.
     assert sorted(osp.basename(p) for p in glob.glob(
-        str(work_dir / '*.pth')) if 'rank' not in p) == [f'iter_{ITERS}.pth']
+        str(work_dir / '*.pth')) if 'rank' not in p) == [
+            f'iter_{ITERS}{suffix}.pth'
+            for suffix in ('', '_adapters', '_deploy')]
     assert (work_dir / 'saves_rank0.txt').read_text().split() == [str(ITERS)]
     assert not (work_dir / 'saves_rank1.txt').exists()
     saved = load_checkpoint(str(work_dir / f'iter_{ITERS}.pth'))['state_dict']

@@ -293,11 +293,10 @@ def test_adapter_file_with_another_adapter_cfg(tmp_path):
 # --------------------------------------- deploy files given to --resume
 @pytest.fixture(scope='module')
 def exported_run(demo_data, tmp_path_factory):
-    """A one-iteration Mona run with its deploy and adapter-only files."""
+    """A one-iteration Mona run with its deploy and adapter-only files
+    (the config's own AdapterMergeHook)."""
     work_dir = tmp_path_factory.mktemp('exported')
-    cfg = add_custom_hooks(
-        tiny_method_cfg('mona', demo_data, work_dir, max_iters=1),
-        dict(type='AdapterMergeHook'))
+    cfg = tiny_method_cfg('mona', demo_data, work_dir, max_iters=1)
     Runner.from_cfg(cfg).train()
     config = str(work_dir / 'config.py')
     cfg.dump(config)

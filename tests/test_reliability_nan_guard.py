@@ -14,7 +14,10 @@ from test_reliability_support import tiny_method_cfg, toy_runner
 
 
 def checkpoints(work_dir):
-    return sorted(p for p in os.listdir(work_dir) if p.endswith('.pth'))
+    """Training checkpoints, without AdapterMergeHook's companions."""
+    return sorted(
+        p for p in os.listdir(work_dir) if p.endswith('.pth')
+        and not p.endswith(('_deploy.pth', '_adapters.pth')))
 
 
 def test_nan_loss_stops_the_run_before_saving_it(tmp_path):

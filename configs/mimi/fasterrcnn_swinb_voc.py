@@ -9,9 +9,10 @@
 # `rho` fraction of the live neurons with the lowest normalised score over
 # ALL adapters, until the compression sum(C) / sum(live neurons) reaches
 # sigma_target. The neck and heads train fully. `python tools/plot_mimi.py
-# WORK_DIR` draws the allocation; a deploy model is this config with
-# `model.backbone.update(MiMiSwin.deploy_backbone_cfg())` (adapter_widths).
-_base_ = '../baselines/fasterrcnn_swinb_voc.py'
+# WORK_DIR` draws the allocation. Beside every checkpoint, AdapterMergeHook
+# writes the deploy model, its adapters shrunk to their live neurons
+# (`*_deploy.pth` and `*_deploy.py`, which sets `adapter_widths`).
+_base_ = ['../baselines/fasterrcnn_swinb_voc.py', '../_base_/peft_hooks.py']
 custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 # sigma0 = 4: 6016 neurons, 6,979,584 adapter weights at the start.
@@ -27,6 +28,7 @@ prune_interval = 2000
 
 model = dict(backbone=dict(type='MiMiSwin', sigma0=sigma0))
 custom_hooks = [
+    *_base_.custom_hooks,
     dict(
         type='MiMiPruneHook',
         sigma_target=sigma_target,

@@ -9,9 +9,10 @@
 # `rho` fraction of the live neurons with the lowest normalised score over
 # ALL adapters, until the compression sum(C) / sum(live neurons) reaches
 # sigma_target. The decode heads train fully. `python tools/plot_mimi.py
-# WORK_DIR` draws the allocation; a deploy model is this config with
-# `model.backbone.update(MiMiSwin.deploy_backbone_cfg())` (adapter_widths).
-_base_ = '../baselines/upernet_swinb_ade20k.py'
+# WORK_DIR` draws the allocation. Beside every checkpoint, AdapterMergeHook
+# writes the deploy model, its adapters shrunk to their live neurons
+# (`*_deploy.pth` and `*_deploy.py`, which sets `adapter_widths`).
+_base_ = ['../baselines/upernet_swinb_ade20k.py', '../_base_/peft_hooks.py']
 custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 # sigma0 = 4: 6016 neurons, 6,979,584 adapter weights at the start.
@@ -36,6 +37,7 @@ model = dict(
             type='Pretrained',
             checkpoint='checkpoints/swin_base_patch4_window7_224_22k.pth')))
 custom_hooks = [
+    *_base_.custom_hooks,
     dict(
         type='MiMiPruneHook',
         sigma_target=sigma_target,

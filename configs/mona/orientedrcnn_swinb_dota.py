@@ -6,7 +6,7 @@
 # the attention residual and after the FFN residual of every block: 48
 # adapters, 3,667,456 trainable backbone parameters. The neck and the heads
 # train fully, as in the official Mona code.
-_base_ = '../baselines/orientedrcnn_swinb_dota.py'
+_base_ = ['../baselines/orientedrcnn_swinb_dota.py', '../_base_/peft_hooks.py']
 custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 # The official ImageNet-22k Swin-B release, read with convert_weights=True:

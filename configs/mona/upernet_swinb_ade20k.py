@@ -8,7 +8,7 @@
 # decode heads train fully, as in the official Mona code. (The official Mona
 # ADE20K config raises the learning rate 5x, to 3e-4; this one keeps the
 # baseline's schedule so that the two differ only in what trains.)
-_base_ = '../baselines/upernet_swinb_ade20k.py'
+_base_ = ['../baselines/upernet_swinb_ade20k.py', '../_base_/peft_hooks.py']
 custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 # MonaSwinTransformer extends mmdet's SwinTransformer (it takes every argument

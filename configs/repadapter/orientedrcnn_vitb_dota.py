@@ -2,10 +2,10 @@
 # (le90), DOTA-v1.0, 1x.
 # The full fine-tuning baseline of the same name with its ViT frozen and a
 # RepAdapter before the attention and before the FFN of every layer; the
-# neck and the heads train as in the baseline. After training,
-# `mmpeft.merge_adapters(model)` folds the adapters into qkv / fc1 and leaves
-# a stock ViT-B, loadable by the baseline config.
-_base_ = ['../baselines/orientedrcnn_vitb_dota.py']
+# neck and the heads train as in the baseline. Beside every checkpoint,
+# AdapterMergeHook writes `*_deploy.pth`: the adapters folded into qkv / fc1
+# (`mmpeft.merge_adapters`), a stock ViT-B, loadable by the baseline config.
+_base_ = ['../baselines/orientedrcnn_vitb_dota.py', '../_base_/peft_hooks.py']
 custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 # timm's ViT-B/16 (ImageNet-21k -> 1k) as released, read directly
