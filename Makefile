@@ -1,9 +1,15 @@
 # make setup: build .venv (idempotent; the first run compiles mmcv, ~10 min)
 # make test:  run the test suite
-# make demo:  generate data/demo, train the CPU demo, evaluate its checkpoint
+# make demo:  generate data/demo, train the tiny Swin detector (step 1), fine-tune
+#             Mona on its frozen backbone (step 2), evaluate the merged deploy
+#             checkpoint and the adapter-only checkpoint on step 1's model
 PY := .venv/bin/python
+# Step 1 trains into its default work dir, where step 2's config loads the
+# backbone from (model.backbone.init_cfg in configs/demo/mona_fasterrcnn_voc.py).
+DEMO_PRETRAIN_CONFIG := configs/demo/swin_fasterrcnn_voc.py
+DEMO_PRETRAIN_WORK_DIR := work_dirs/swin_fasterrcnn_voc
 DEMO_CONFIG := configs/demo/mona_fasterrcnn_voc.py
-DEMO_WORK_DIR := work_dirs/demo
+DEMO_WORK_DIR := work_dirs/mona_fasterrcnn_voc
 # The tiny demo model trains ~3x faster on one intra-op thread than on two
 # (measured on 2 cores): its ops are too small to split.
 DEMO_ENV := OMP_NUM_THREADS=1
@@ -18,6 +24,12 @@ test: setup
 
 demo: setup
 	$(PY) tools/make_demo_data.py --out data/demo
+	$(DEMO_ENV) $(PY) tools/train.py $(DEMO_PRETRAIN_CONFIG) \
+		--work-dir $(DEMO_PRETRAIN_WORK_DIR)
 	$(DEMO_ENV) $(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR)
+	ckpt=$$(cat $(DEMO_WORK_DIR)/last_checkpoint) && \
+	$(DEMO_ENV) $(PY) tools/test.py $${ckpt%.pth}_deploy.py \
+		$${ckpt%.pth}_deploy.pth --work-dir $(DEMO_WORK_DIR) && \
 	$(DEMO_ENV) $(PY) tools/test.py $(DEMO_CONFIG) \
-		$$(cat $(DEMO_WORK_DIR)/last_checkpoint) --work-dir $(DEMO_WORK_DIR)
+		$$(cat $(DEMO_PRETRAIN_WORK_DIR)/last_checkpoint) \
+		--adapter $${ckpt%.pth}_adapters.pth --work-dir $(DEMO_WORK_DIR)

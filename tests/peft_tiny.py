@@ -24,14 +24,16 @@ def mona_seg_cfg(demo_data,
                  work_dir,
                  max_iters=2,
                  backbone='MonaSwinTransformer'):
-    """UperNet + a 32-wide 4-stage Swin with adapters, on generated ADE20K."""
+    """UperNet + a 32-wide 4-stage Swin with adapters, on generated ADE20K:
+    the Mona demo, or its Swin arguments with another `backbone` class."""
     cfg = tiny_runner_cfg(osp.join(REPO_ROOT, MONA_SEG),
                           demo_data,
                           work_dir,
                           max_iters=max_iters,
                           img_scale=(64, 64))
-    cfg.model.backbone.type = backbone
-    cfg.custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+    if backbone != cfg.model.backbone.type:
+        cfg.model.backbone.pop('adapter_cfg')  # Mona's
+        cfg.model.backbone.type = backbone
     return with_peft_hooks(cfg)
 
 

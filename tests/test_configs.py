@@ -3,6 +3,7 @@ scope, with as many classes as its dataset has."""
 import glob
 import importlib
 import os.path as osp
+import re
 
 import pytest
 from mmengine.config import Config
@@ -14,6 +15,7 @@ CONFIGS = sorted(
     osp.relpath(path, REPO_ROOT) for path in glob.glob(
         osp.join(REPO_ROOT, 'configs', '**', '*.py'), recursive=True)
     if '_base_' not in path.split(osp.sep))
+DEMO_MONA = [c for c in CONFIGS if c.startswith('configs/demo/mona_')]
 
 
 def dataset_classes(cfg, registry):
@@ -57,3 +59,28 @@ def test_model_builds(config):
     num_classes = len(dataset_classes(cfg, registry))
     for head in heads(model):
         assert head.num_classes == num_classes
+
+
+@pytest.mark.parametrize('config', DEMO_MONA)
+def test_demo_trains_mona_with_peft_hooks(config):
+    """A demo named Mona trains Mona: the adapter backbone, the freezing
+    policy with its parameter table, and the deploy / adapter exports."""
+    cfg = Config.fromfile(osp.join(REPO_ROOT, config))
+    assert cfg.model.backbone.type == 'MonaSwinTransformer'
+    assert cfg.model.backbone.adapter_cfg.type == 'Mona'
+    hooks = [hook['type'] for hook in cfg.custom_hooks]
+    assert {'PEFTFreezeHook', 'AdapterMergeHook'} <= set(hooks)
+
+
+def test_make_demo_step2_loads_step1_checkpoint():
+    """`make demo` trains DEMO_PRETRAIN_CONFIG into DEMO_PRETRAIN_WORK_DIR,
+    then DEMO_CONFIG must load the backbone of its last checkpoint."""
+    with open(osp.join(REPO_ROOT, 'Makefile')) as f:
+        make = dict(re.findall(r'^(\w+) := (.*)$', f.read(), re.M))
+    step1 = Config.fromfile(osp.join(REPO_ROOT, make['DEMO_PRETRAIN_CONFIG']))
+    step2 = Config.fromfile(osp.join(REPO_ROOT, make['DEMO_CONFIG']))
+    assert step1.model.backbone.type == 'SwinTransformer'
+    assert step2.model.backbone.init_cfg == dict(
+        type='Pretrained',
+        checkpoint=f"{make['DEMO_PRETRAIN_WORK_DIR']}/"
+        f'iter_{step1.train_cfg.max_iters}.pth')

@@ -22,18 +22,22 @@ from peft_tiny import mona_seg_cfg
 BLOCK_WIDTHS = [32, 64, 128, 128, 256]
 
 
-def mona_adapter_params(width):
-    """DESIGN.md's closed form of one Mona adapter's parameter count."""
-    return 133 * width + 9728
+def mona_adapter_params(width, inner):
+    """One Mona adapter's parameter count: norm and gammas 4C, project1 / 2
+    2rC + r + C, depthwise 3/5/7 convs 83r + 3r, projector r^2 + r. At the
+    paper's inner width r = 64 this is DESIGN.md's 133 * C + 9728."""
+    return (5 + 2 * inner) * width + inner * inner + 88 * inner
 
 
 def test_param_table_equals_independent_count(demo_data, tmp_path):
-    model = build_from_config(mona_seg_cfg(demo_data, tmp_path))
+    cfg = mona_seg_cfg(demo_data, tmp_path)
+    inner = cfg.model.backbone.adapter_cfg.inner_dim
+    model = build_from_config(cfg)
     policy = FreezePolicy(train_norms=True, train_head=False)
     apply_freeze_policy(model, policy)
     table = count_params(model, policy=vars(policy))
 
-    adapters = sum(2 * mona_adapter_params(c) for c in BLOCK_WIDTHS)
+    adapters = sum(2 * mona_adapter_params(c, inner) for c in BLOCK_WIDTHS)
     backbone = sum(p.numel() for p in model.backbone.parameters()) - adapters
     norms = sum(p.numel() for name, module in model.backbone.named_modules()
                 if isinstance(module, nn.LayerNorm) and 'adapter' not in name

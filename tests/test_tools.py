@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from helpers import REPO_ROOT, tiny_runner_cfg
 
@@ -55,3 +56,37 @@ def test_train_then_test(task, demo_data, tmp_path):
     metrics = json.loads(out.strip().splitlines()[-1])
     for key in metric_keys:
         assert 0 <= metrics[key] <= 100
+
+
+@pytest.mark.slow
+def test_demo_two_steps(demo_data, tmp_path):
+    """`make demo` in small: the stock Swin detector trains, Mona fine-tunes
+    on its frozen backbone, and tools/test.py evaluates the merged deploy
+    checkpoint and the adapter-only checkpoint on the step-1 model."""
+    base = str(tmp_path / 'step1' / 'iter_2.pth')
+    stem = str(tmp_path / 'step2' / 'iter_2')
+    step2_file = str(tmp_path / 'step2.py')
+    for step, config in (('step1', 'swin_fasterrcnn_voc.py'),
+                         ('step2', 'mona_fasterrcnn_voc.py')):
+        cfg = tiny_runner_cfg(osp.join(REPO_ROOT, 'configs/demo', config),
+                              demo_data, tmp_path / step, max_iters=2)
+        if step == 'step2':  # tiny_runner_cfg drops Pretrained init_cfgs
+            cfg.model.backbone.init_cfg = dict(type='Pretrained',
+                                               checkpoint=base)
+        cfg_file = str(tmp_path / f'{step}.py')
+        cfg.dump(cfg_file)
+        run_tool('tools/train.py', cfg_file, '--work-dir',
+                 str(tmp_path / step))
+
+    pretrained = torch.load(base, weights_only=False)['state_dict']
+    tuned = torch.load(stem + '.pth', weights_only=False)['state_dict']
+    backbone = [k for k in pretrained if k.startswith('backbone.')]
+    assert backbone and all(torch.equal(tuned[k], pretrained[k])
+                            for k in backbone)  # loaded, then frozen
+    assert any('adapter' in k for k in set(tuned) - set(pretrained))
+
+    for args in ((stem + '_deploy.py', stem + '_deploy.pth'),
+                 (step2_file, base, '--adapter', stem + '_adapters.pth')):
+        out = run_tool('tools/test.py', *args, '--work-dir', str(tmp_path))
+        metrics = json.loads(out.strip().splitlines()[-1])
+        assert 0 <= metrics['pascal_voc/mAP'] <= 1

@@ -1,93 +1,20 @@
-# CPU demo: Faster R-CNN with a tiny Swin on the generated VOC-format data
-# (`python tools/make_demo_data.py` writes data/demo/). Trains in a few
-# minutes on 2 CPU cores from random initialisation; see README "Results".
-_base_ = [
-    '../_base_/models/faster_rcnn_swin_fpn.py',
-    '../_base_/datasets/voc0712.py', '../_base_/schedules/det_adamw_1x.py',
-    '../_base_/runtimes/mmdet.py'
-]
-data_root = 'data/demo/VOCdevkit/'
-# The generator draws the first four VOC classes.
-metainfo = dict(classes=('aeroplane', 'bicycle', 'bird', 'boat'))
-img_scale = (256, 192)
+# CPU demo, step 2 of 2: Mona fine-tuning. Step 1 (swin_fasterrcnn_voc.py)
+# trained the stock tiny Swin detector; here its backbone is loaded and frozen,
+# a Mona adapter goes after each residual of every block, and the adapters,
+# the neck and the heads (fresh, as after ImageNet pretraining) train on the
+# same generated VOC-format data with the same schedule. The PEFT hooks
+# (../_base_/peft_hooks.py) log the parameter table and write the merged
+# deploy checkpoint + config and the adapter-only checkpoint beside
+# iter_300.pth.
+_base_ = ['./swin_fasterrcnn_voc.py', '../_base_/peft_hooks.py']
 
+# Written by step 1, `tools/train.py configs/demo/swin_fasterrcnn_voc.py`, in
+# its default work dir. mmdet's Swin keeps the `backbone.` keys of a detector
+# checkpoint (prefix stripped), so the backbone alone is loaded. (`_delete_`:
+# step 1 has init_cfg=None, which a dict cannot be merged into.)
+pretrained = 'work_dirs/swin_fasterrcnn_voc/iter_300.pth'
 model = dict(
     backbone=dict(
-        type='SwinTransformer',  # MonaSwinTransformer: same arguments
-        embed_dims=32,
-        depths=[1, 1, 2, 1],
-        num_heads=[1, 2, 4, 8],
-        drop_path_rate=0.1,
-        convert_weights=False,
-        init_cfg=None),
-    neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
-    rpn_head=dict(in_channels=64, feat_channels=64),
-    roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=64),
-        bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=4)),
-    train_cfg=dict(
-        rpn=dict(sampler=dict(num=128)),
-        rpn_proposal=dict(nms_pre=500, max_per_img=300),
-        rcnn=dict(sampler=dict(num=128))),
-    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor'))
-]
-train_dataloader = dict(
-    batch_size=4,
-    num_workers=1,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        _delete_=True,
-        type='ConcatDataset',
-        ignore_keys=['dataset_type'],
-        datasets=[
-            dict(
-                type='VOCDataset',
-                data_root=data_root,
-                metainfo=metainfo,
-                ann_file=f'VOC{year}/ImageSets/Main/trainval.txt',
-                data_prefix=dict(sub_data_root=f'VOC{year}/'),
-                filter_cfg=dict(
-                    filter_empty_gt=True, min_size=32, bbox_min_size=32),
-                pipeline=train_pipeline) for year in (2007, 2012)
-        ]))
-val_dataloader = dict(
-    num_workers=1,
-    dataset=dict(
-        data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-
-max_iters = 300
-train_cfg = dict(
-    _delete_=True,
-    type='IterBasedTrainLoop',
-    max_iters=max_iters,
-    val_interval=max_iters)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters)
-]
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
-
-default_hooks = dict(
-    logger=dict(interval=20),
-    checkpoint=dict(by_epoch=False, interval=max_iters))
-log_processor = dict(by_epoch=False)
-
-# Fixed seed: the demo's metric is reproducible from run to run.
-randomness = dict(seed=0)
+        _base_.tiny_mona_swin,
+        init_cfg=dict(_delete_=True, type='Pretrained',
+                      checkpoint=pretrained)))

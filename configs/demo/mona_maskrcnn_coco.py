@@ -1,10 +1,15 @@
-# CPU demo: Mask R-CNN with a tiny Swin on the generated COCO-format data
-# (`python tools/make_demo_data.py` writes data/demo/), from random
-# initialisation.
+# CPU demo: Mask R-CNN with a tiny Mona Swin on the generated COCO-format
+# data (`python tools/make_demo_data.py` writes data/demo/).
+# The backbone is MonaSwinTransformer, frozen except its adapters; there is
+# no pretrained tiny Swin, so its frozen weights are random (it warns). The
+# run shows the Mona model, the PEFT hooks and the merged deploy checkpoint,
+# not transfer: `make demo` (mona_fasterrcnn_voc.py) fine-tunes a backbone
+# pretrained in its step 1 instead.
 _base_ = [
     '../_base_/models/mask_rcnn_swin_fpn.py',
     '../_base_/datasets/coco_instance.py',
-    '../_base_/schedules/det_adamw_1x.py', '../_base_/runtimes/mmdet.py'
+    '../_base_/schedules/det_adamw_1x.py', '../_base_/runtimes/mmdet.py',
+    './_base_/tiny_swin.py', '../_base_/peft_hooks.py'
 ]
 data_root = 'data/demo/coco/'
 # The generator draws the first four COCO categories.
@@ -12,15 +17,8 @@ metainfo = dict(classes=('person', 'bicycle', 'car', 'motorcycle'))
 img_scale = (256, 192)
 
 model = dict(
-    backbone=dict(
-        type='SwinTransformer',  # MonaSwinTransformer: same arguments
-        embed_dims=32,
-        depths=[1, 1, 2, 1],
-        num_heads=[1, 2, 4, 8],
-        drop_path_rate=0.1,
-        convert_weights=False,
-        init_cfg=None),
-    neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
+    backbone=_base_.tiny_mona_swin,
+    neck=dict(in_channels=_base_.tiny_swin_widths, out_channels=64),
     rpn_head=dict(in_channels=64, feat_channels=64),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=64),
@@ -65,22 +63,15 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-max_iters = 300
-train_cfg = dict(
-    _delete_=True,
-    type='IterBasedTrainLoop',
-    max_iters=max_iters,
-    val_interval=max_iters)
+train_cfg = _base_.iter_train_cfg
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters)
+    _base_.warmup,
+    dict(
+        type='CosineAnnealingLR',
+        by_epoch=False,
+        begin=50,
+        end=_base_.max_iters)
 ]
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-
-default_hooks = dict(
-    logger=dict(interval=20),
-    checkpoint=dict(by_epoch=False, interval=max_iters))
+default_hooks = _base_.iter_default_hooks
 log_processor = dict(by_epoch=False)
-
-# Fixed seed: the demo's metric is reproducible from run to run.
-randomness = dict(seed=0)

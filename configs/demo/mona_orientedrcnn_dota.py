@@ -1,9 +1,16 @@
-# CPU demo: Oriented R-CNN (le90) with a tiny Swin on the generated
-# DOTA-format data (`python tools/make_demo_data.py` writes data/demo/), from
-# random initialisation. Validated on the generated (labelled) test/ split.
+# CPU demo: Oriented R-CNN (le90) with a tiny Mona Swin on the generated
+# DOTA-format data (`python tools/make_demo_data.py` writes data/demo/).
+# Validated on the generated (labelled) test/ split.
+# The backbone is MonaSwinTransformer, frozen except its adapters; there is
+# no pretrained tiny Swin, so its frozen weights are random (it warns). The
+# run shows the Mona model, the PEFT hooks and the merged deploy checkpoint,
+# not transfer: `make demo` (mona_fasterrcnn_voc.py) fine-tunes a backbone
+# pretrained in its step 1 instead.
 _base_ = [
     '../_base_/models/oriented_rcnn_swin_fpn.py', '../_base_/datasets/dota.py',
-    '../_base_/schedules/rotated_adamw_1x.py', '../_base_/runtimes/mmrotate.py'
+    '../_base_/schedules/rotated_adamw_1x.py',
+    '../_base_/runtimes/mmrotate.py', './_base_/tiny_swin.py',
+    '../_base_/peft_hooks.py'
 ]
 data_root = 'data/demo/dota/'
 # The generator draws the first four DOTA classes.
@@ -12,15 +19,8 @@ metainfo = dict(
 img_size = 256
 
 model = dict(
-    backbone=dict(
-        type='mmdet.SwinTransformer',  # MonaSwinTransformer: same arguments
-        embed_dims=32,
-        depths=[1, 1, 2, 1],
-        num_heads=[1, 2, 4, 8],
-        drop_path_rate=0.1,
-        convert_weights=False,
-        init_cfg=None),
-    neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
+    backbone=_base_.tiny_mona_swin,
+    neck=dict(in_channels=_base_.tiny_swin_widths, out_channels=64),
     rpn_head=dict(in_channels=64, feat_channels=64),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=64),
@@ -74,22 +74,15 @@ val_dataloader = dict(
         pipeline=val_pipeline))
 test_dataloader = val_dataloader
 
-max_iters = 300
-train_cfg = dict(
-    _delete_=True,
-    type='IterBasedTrainLoop',
-    max_iters=max_iters,
-    val_interval=max_iters)
+train_cfg = _base_.iter_train_cfg
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters)
+    _base_.warmup,
+    dict(
+        type='CosineAnnealingLR',
+        by_epoch=False,
+        begin=50,
+        end=_base_.max_iters)
 ]
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-
-default_hooks = dict(
-    logger=dict(interval=20),
-    checkpoint=dict(by_epoch=False, interval=max_iters))
+default_hooks = _base_.iter_default_hooks
 log_processor = dict(by_epoch=False)
-
-# Fixed seed: the demo's metric is reproducible from run to run.
-randomness = dict(seed=0)

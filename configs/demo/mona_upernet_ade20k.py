@@ -1,10 +1,17 @@
-# CPU demo: UperNet with a tiny Swin on the generated ADE20K-format data
-# (`python tools/make_demo_data.py` writes data/demo/), from random
-# initialisation. The backbone is mmdet's SwinTransformer (the class mmpeft's
-# Swin backbones extend), reached from the mmseg scope by its `mmdet.` prefix.
+# CPU demo: UperNet with a tiny Mona Swin on the generated ADE20K-format data
+# (`python tools/make_demo_data.py` writes data/demo/). MonaSwinTransformer
+# extends mmdet's SwinTransformer and sits in mmengine's root registry, which
+# the mmseg registry falls back to: no scope prefix. `_delete_`: the base's
+# mmseg Swin takes other arguments.
+# The backbone is MonaSwinTransformer, frozen except its adapters; there is
+# no pretrained tiny Swin, so its frozen weights are random (it warns). The
+# run shows the Mona model, the PEFT hooks and the merged deploy checkpoint,
+# not transfer: `make demo` (mona_fasterrcnn_voc.py) fine-tunes a backbone
+# pretrained in its step 1 instead.
 _base_ = [
     '../_base_/models/upernet_swin.py', '../_base_/datasets/ade20k.py',
-    '../_base_/schedules/seg_adamw_160k.py', '../_base_/runtimes/mmseg.py'
+    '../_base_/schedules/seg_adamw_160k.py', '../_base_/runtimes/mmseg.py',
+    './_base_/tiny_swin.py', '../_base_/peft_hooks.py'
 ]
 data_root = 'data/demo/ade/ADEChallengeData2016'
 img_scale = (256, 256)
@@ -13,18 +20,9 @@ norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(
-        _delete_=True,
-        type='mmdet.SwinTransformer',  # MonaSwinTransformer: same arguments
-        embed_dims=32,
-        depths=[1, 1, 2, 1],
-        num_heads=[1, 2, 4, 8],
-        drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3),
-        convert_weights=False,
-        init_cfg=None),
+    backbone=dict(_delete_=True, **_base_.tiny_mona_swin),
     decode_head=dict(
-        in_channels=[32, 64, 128, 256], channels=64, norm_cfg=norm_cfg),
+        in_channels=_base_.tiny_swin_widths, channels=64, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=128, channels=32, norm_cfg=norm_cfg))
 
 train_pipeline = [
@@ -54,23 +52,16 @@ val_dataloader = dict(
     num_workers=1, dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-max_iters = 300
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+train_cfg = _base_.iter_train_cfg
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    _base_.warmup,
     dict(
         type='PolyLR',
         eta_min=0.0,
         power=1.0,
         begin=50,
-        end=max_iters,
+        end=_base_.max_iters,
         by_epoch=False)
 ]
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-
-default_hooks = dict(
-    logger=dict(interval=20),
-    checkpoint=dict(interval=max_iters))
-
-# Fixed seed: the demo's metric is reproducible from run to run.
-randomness = dict(seed=0)
+default_hooks = _base_.iter_default_hooks

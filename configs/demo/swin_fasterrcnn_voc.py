@@ -1,0 +1,81 @@
+# CPU demo, step 1 of 2 ("pretraining"): Faster R-CNN with the stock tiny Swin
+# on the generated VOC-format data (`python tools/make_demo_data.py` writes
+# data/demo/), every weight trained from random initialisation. There is no
+# pretrained tiny Swin to download, so this run makes one: step 2,
+# mona_fasterrcnn_voc.py, freezes its backbone and fine-tunes Mona adapters.
+_base_ = [
+    '../_base_/models/faster_rcnn_swin_fpn.py',
+    '../_base_/datasets/voc0712.py', '../_base_/schedules/det_adamw_1x.py',
+    '../_base_/runtimes/mmdet.py', './_base_/tiny_swin.py'
+]
+data_root = 'data/demo/VOCdevkit/'
+# The generator draws the first four VOC classes.
+metainfo = dict(classes=('aeroplane', 'bicycle', 'bird', 'boat'))
+img_scale = (256, 192)
+
+model = dict(
+    backbone=_base_.tiny_swin,
+    neck=dict(in_channels=_base_.tiny_swin_widths, out_channels=64),
+    rpn_head=dict(in_channels=64, feat_channels=64),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=64),
+        bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=4)),
+    train_cfg=dict(
+        rpn=dict(sampler=dict(num=128)),
+        rpn_proposal=dict(nms_pre=500, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                   'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        _delete_=True,
+        type='ConcatDataset',
+        ignore_keys=['dataset_type'],
+        datasets=[
+            dict(
+                type='VOCDataset',
+                data_root=data_root,
+                metainfo=metainfo,
+                ann_file=f'VOC{year}/ImageSets/Main/trainval.txt',
+                data_prefix=dict(sub_data_root=f'VOC{year}/'),
+                filter_cfg=dict(
+                    filter_empty_gt=True, min_size=32, bbox_min_size=32),
+                pipeline=train_pipeline) for year in (2007, 2012)
+        ]))
+val_dataloader = dict(
+    num_workers=1,
+    dataset=dict(
+        data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+train_cfg = _base_.iter_train_cfg
+param_scheduler = [
+    _base_.warmup,
+    dict(
+        type='CosineAnnealingLR',
+        by_epoch=False,
+        begin=50,
+        end=_base_.max_iters)
+]
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+default_hooks = _base_.iter_default_hooks
+log_processor = dict(by_epoch=False)
