@@ -54,7 +54,7 @@ class AdapterSwinTransformer(PEFTBackboneMixin, SwinTransformer):
             built by :func:`mmpeft.adapters.build_adapter` with the block width.
         adapter_cp: recompute each adapter in backward instead of keeping its
             activations (same gradients; for Mona about a third less training
-            memory for a few percent of step time). Blocks with ``with_cp``
+            memory for about 10% more step time on CPU). Blocks with ``with_cp``
             recompute everything already.
         **kwargs: the stock ``SwinTransformer`` arguments.
     """
