@@ -64,14 +64,7 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
 train_cfg = _base_.iter_train_cfg
-param_scheduler = [
-    _base_.warmup,
-    dict(
-        type='CosineAnnealingLR',
-        by_epoch=False,
-        begin=50,
-        end=_base_.max_iters)
-]
+param_scheduler = _base_.detection_schedule
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 default_hooks = _base_.iter_default_hooks
 log_processor = dict(by_epoch=False)

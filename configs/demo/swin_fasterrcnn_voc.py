@@ -68,14 +68,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 train_cfg = _base_.iter_train_cfg
-param_scheduler = [
-    _base_.warmup,
-    dict(
-        type='CosineAnnealingLR',
-        by_epoch=False,
-        begin=50,
-        end=_base_.max_iters)
-]
+param_scheduler = _base_.detection_schedule
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 default_hooks = _base_.iter_default_hooks
 log_processor = dict(by_epoch=False)

@@ -34,6 +34,11 @@ iter_train_cfg = dict(
     val_interval=max_iters)
 warmup = dict(
     type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50)
+# The detection demos: warm-up, then cosine decay to the last iteration.
+detection_schedule = [
+    warmup,
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters)
+]
 iter_default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(by_epoch=False, interval=max_iters))
