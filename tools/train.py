@@ -6,14 +6,13 @@ the rest. Arguments follow mmdet's tools/train.py.
 """
 import argparse
 import logging
-import os
 
 import mmpeft  # noqa: F401  registers mmpeft; must precede mmrotate imports
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 from mmpeft.engine import check_resumable_file
-from mmpeft.engine.runner import build_runner, load_config
+from mmpeft.engine.runner import (build_runner, load_config,
+                                   parse_launch_args)
 
 
 def parse_args():
@@ -39,28 +38,7 @@ def parse_args():
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed launchers pass `--local-rank` (torch >= 2.0) or
-    # `--local_rank`.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_launch_args(parser)
 
 
 def main():
