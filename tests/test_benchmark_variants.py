@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from helpers import REPO_ROOT, load_tool
+from torch import nn
 
 from mmpeft import benchmark as bench
 from mmpeft import methods
@@ -128,5 +129,7 @@ def test_benchmark_modules_import_mmseg_only_when_used():
 def test_swin_family_works_without_mmseg(monkeypatch):
     monkeypatch.setitem(sys.modules, 'mmseg.models.backbones', None)
     assert bench.family_of(MonaSwinTransformer) is bench.SWIN
+    with pytest.raises(ValueError, match='No benchmark family'):
+        bench.family_of(nn.Linear)
     with pytest.raises(ImportError, match='vit family needs mmseg'):
         bench.VIT.stock
