@@ -198,7 +198,9 @@ def variant_backbone_cfg(family, base_cfg: dict, variant: Variant) -> dict:
     The base config gives the architecture: its arguments that the stock
     backbone accepts (all of them when it is already the variant's class),
     without pretrained loading (benchmarks use random weights). The method
-    table gives the method's own arguments, which override the config's.
+    table gives the method's own arguments, except those a config of the
+    variant's own class sets (``--config`` of a Mona config with
+    ``inner_dim=16`` measures that Mona).
     """
     base = dict(base_cfg)
     config_type = base.pop('type')
@@ -210,9 +212,11 @@ def variant_backbone_cfg(family, base_cfg: dict, variant: Variant) -> dict:
     if resolve_type(config_type) is not cls:
         accepted = inspect.signature(family.stock.__init__).parameters
         base = {k: v for k, v in base.items() if k in accepted}
-    base.update(method_cfg)
+        base.update(method_cfg)
+    else:
+        base = dict(method_cfg, **base)
     if variant.adapter_overrides:
-        if 'adapter_cfg' not in method_cfg:
+        if 'adapter_cfg' not in base:
             raise ValueError(
                 f'Variant {variant.name} changes the adapter_cfg of method '
                 f'{variant.method.name}, whose method-table backbone sets '
