@@ -187,3 +187,45 @@ def test_preflight_sets_dota_nproc_from_the_loader(workspace):
     cfg.test_dataloader.num_workers = 0
     preflight(cfg, config, 'test')
     assert cfg.test_evaluator.nproc == 1
+
+
+@pytest.mark.skipif(not HAS_MMROTATE, reason='mmrotate not installed')
+@pytest.mark.parametrize('nproc, expected', [(None, None), (1, 1), (3, 3)])
+def test_dota_metric_pool_follows_nproc(nproc, expected, monkeypatch):
+    """mmpeft's DOTAMetric ``nproc`` reaches mmrotate's process pool
+    (``None``: mmrotate's 4, capped at the CPU count)."""
+    import numpy as np
+    from mmrotate.evaluation.functional import mean_ap
+    from mmrotate.registry import METRICS
+
+    sizes = []
+
+    class InlinePool:
+        def __init__(self, size):
+            sizes.append(size)
+
+        def starmap(self, fn, args):
+            return [fn(*a) for a in args]
+
+        def close(self):
+            pass
+
+    class Context:
+        Pool = InlinePool
+
+    monkeypatch.setattr(mean_ap, 'get_context', lambda method: Context)
+    cfg = dict(type='DOTAMetric', metric='mAP')
+    if nproc is not None:
+        cfg['nproc'] = nproc
+    metric = METRICS.build(cfg)
+    metric.dataset_meta = dict(classes=('plane', ))
+    box = np.array([[10., 10., 6., 4., 0.]], np.float32)
+    gt = dict(bboxes=box, labels=np.array([0]),
+              bboxes_ignore=np.zeros((0, 5), np.float32),
+              labels_ignore=np.zeros(0, np.int64))
+    pred = dict(img_id='p0', bboxes=box, scores=np.array([0.9], np.float32),
+                labels=np.array([0]), pred_bbox_scores=[
+                    np.array([[10., 10., 6., 4., 0., 0.9]], np.float32)])
+    result = metric.compute_metrics([(gt, pred)])
+    assert result['mAP'] == pytest.approx(1.0)
+    assert sizes == [expected or min(4, os.cpu_count())]
