@@ -74,6 +74,19 @@ for name, cfg in tiny.items():
     except MissingHostError as e:
         built[name] = 'missing: ' + str(e)
 out['built'] = built
+# The export path (deploy + adapter-only checkpoints) with what is present.
+import os, tempfile, torch
+from mmpeft.engine import adapter_checkpoint
+peft = [n for n in ('MonaSwinTransformer', 'RepAdapterViT') if built[n] == n]
+exported = {}
+for name in peft:
+    wrapper = torch.nn.Module()
+    wrapper.backbone = MODELS.build(tiny[name])
+    path = os.path.join(tempfile.mkdtemp(), 'deploy.pth')
+    merged = write_deploy(wrapper, None, path, None)
+    exported[name] = [os.path.isfile(path),
+                      len(adapter_checkpoint(wrapper)['state_dict']) > 0]
+out['exported'] = exported
 out['hook'] = type(HOOKS.build(dict(type='PEFTFreezeHook'))).__name__
 
 # What a user of the codebase's own tools sees: the config's model built
@@ -149,6 +162,9 @@ def test_import_and_registration(env_name, tmp_path):
     assert set(out['loaded']) <= present
     assert 'mmpeft.benchmark' not in out['loaded']
     assert out['hook'] == 'PEFTFreezeHook'
+    assert out['exported'] == {
+        n: [True, True] for n in ('MonaSwinTransformer', 'RepAdapterViT')
+        if NEEDS[n] in present}
     for name, host in NEEDS.items():
         result = out['built'][name]
         if host is None or host in present:
