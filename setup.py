@@ -8,13 +8,15 @@ downstream codebase is an extra: ``pip install -e ".[mmdet]"``, ``[mmseg]``,
 ``[mmrotate]``, ``[all]`` (mmrotate 1.0.0rc1 caps mmdet at 3.1.x). The
 ranges are those of the two tested stacks (README "Support matrix").
 """
+import os.path as osp
 import re
 
 from setuptools import find_packages, setup
 
 
 def version() -> str:
-    with open('mmpeft/__init__.py') as f:
+    with open(osp.join(osp.dirname(osp.abspath(__file__)), 'mmpeft',
+                       '__init__.py')) as f:
         return re.search(r"^__version__ = '([^']+)'", f.read(), re.M).group(1)
 
 
