@@ -28,7 +28,7 @@ class MissingHostError(ImportError):
 
 @dataclass
 class OptionalModule:
-    """An mmpeft module that imports a host package, and the names it registers.
+    """An mmpeft module that imports host packages, and what it registers.
 
     Args:
         module: dotted module path, e.g. ``'mmpeft.models.swin'``.
@@ -182,7 +182,8 @@ def report() -> str:
             if (getattr(cls, '__module__', '').startswith('mmpeft.')
                     and (registry_name, name) not in optional):
                 always.append(f'{registry_name}.{name}')
-    lines.append('registered (need only mmengine): ' + ', '.join(sorted(always)))
+    lines.append('registered (need only mmengine): ' +
+                 ', '.join(sorted(always)))
     for registry, name, status in availability():
         lines.append(f'{registry}.{name}: {status}')
     return '\n'.join(lines)

@@ -51,7 +51,7 @@ def _join(root: Optional[str], path: str) -> str:
 
 
 def _datasets(cfg, key: str) -> Iterator[Tuple[dict, str]]:
-    """Leaf dataset configs under ``cfg`` (wrappers unpacked) with their keys."""
+    """Leaf dataset configs under ``cfg`` (wrappers unpacked), with keys."""
     if not isinstance(cfg, dict):
         return
     if 'dataset' in cfg:
@@ -64,7 +64,7 @@ def _datasets(cfg, key: str) -> Iterator[Tuple[dict, str]]:
 
 
 def missing_data(cfg: Config, tool: str) -> List[Missing]:
-    """Dataset files and directories the ``tool`` run reads that do not exist."""
+    """Dataset files and directories the ``tool`` run reads that are missing."""
     missing, seen = [], set()
 
     def check(path, key, root=None):
@@ -84,7 +84,8 @@ def missing_data(cfg: Config, tool: str) -> List[Missing]:
                 check(root, f'{key}.data_root', root)
                 continue  # its files are missing too: the root says it all
             if dataset.get('ann_file'):
-                check(_join(root, dataset['ann_file']), f'{key}.ann_file', root)
+                check(_join(root, dataset['ann_file']), f'{key}.ann_file',
+                      root)
             prefix = dataset.get('data_prefix') or {}
             for name, value in (prefix.items() if isinstance(prefix, dict)
                                 else [('', prefix)]):
@@ -206,7 +207,9 @@ def report(cfg: Config, config: str, tool: str) -> Optional[str]:
                       if _same(d.get('data_root', ''), root)), None)
         name = entry.get('name', root) if entry else root
         lines.append(f'Missing dataset files ({name}):')
-        lines += [f'  {m.path}  ({m.key})' for m in data if m.data_root == root]
+        lines += [
+            f'  {m.path}  ({m.key})' for m in data if m.data_root == root
+        ]
         if entry:
             lines.append(f'  expected layout: {entry["layout"]}')
             lines.append(f'  download: {entry["command"]}')
