@@ -52,7 +52,8 @@ from mmpeft.engine.preflight import missing_hosts
 from mmpeft.env import MissingHostError, report
 
 out = dict(version=mmpeft.__version__,
-           loaded=sorted(m for m in ('mmdet', 'mmseg', 'mmrotate', 'mmpeft.benchmark')
+           loaded=sorted(m for m in ('mmdet', 'mmseg', 'mmrotate',
+                                     'mmpeft.benchmark')
                          if m in sys.modules))
 tiny = dict(
     MonaSwinTransformer=dict(
@@ -105,7 +106,10 @@ out['report'] = report()
 print('RESULT ' + json.dumps(out))
 '''
 
-PIP = {'mmdet': 'pip install "mmdet>=', 'mmseg': 'pip install "mmsegmentation>='}
+PIP = {
+    'mmdet': 'pip install "mmdet>=',
+    'mmseg': 'pip install "mmsegmentation>='
+}
 INSTALLED = {
     m: importlib.util.find_spec(m) is not None
     for m in ('mmdet', 'mmseg', 'mmrotate')
@@ -113,8 +117,10 @@ INSTALLED = {
 # name -> (blocked packages, a config whose backbone needs a blocked host
 # where one is blocked)
 ENVS = {
-    'mmdet_only': (('mmseg', 'mmrotate'), 'configs/repadapter/maskrcnn_vitb_coco.py'),
-    'mmseg_only': (('mmdet', 'mmrotate'), 'configs/mona/upernet_swinb_ade20k.py'),
+    'mmdet_only': (('mmseg', 'mmrotate'),
+                   'configs/repadapter/maskrcnn_vitb_coco.py'),
+    'mmseg_only': (('mmdet', 'mmrotate'),
+                   'configs/mona/upernet_swinb_ade20k.py'),
     'mmdet_mmseg': (('mmrotate', ), 'configs/mona/maskrcnn_swinb_coco.py'),
     'full': ((), 'configs/repadapter/upernet_vitb_ade20k.py'),
 }
