@@ -1,5 +1,10 @@
-# make setup: build .venv (idempotent; the first run compiles mmcv, ~10 min)
-# make test:  run the test suite
+# make setup: build .venv, the pinned stack (idempotent; the first run compiles
+#             mmcv, ~10 min; later runs reuse the cached wheel)
+# make test:  run the test suite on the pinned stack (what .ci/run runs)
+# make test-latest: build the latest stack (mmcv 2.1.0, mmdet 3.3.0, mmseg
+#             1.2.2, no mmrotate) into $(LATEST_VENV) and run the fast tier
+#             there ($(LATEST_PYTEST)); mmrotate tests skip with the reason
+# make env-info: print the detected stack and the available backbones / hooks
 # make demo:  generate data/demo, train the tiny Swin detector (step 1), fine-tune
 #             Mona on its frozen backbone (step 2), evaluate the merged deploy
 #             checkpoint and the adapter-only checkpoint on step 1's model
@@ -14,13 +19,24 @@ DEMO_WORK_DIR := work_dirs/mona_fasterrcnn_voc
 # (measured on 2 cores): its ops are too small to split.
 DEMO_ENV := OMP_NUM_THREADS=1
 
-.PHONY: setup test demo
+# The second supported stack's venv and test selection (README "Support matrix").
+LATEST_VENV := .venv-latest
+LATEST_PYTEST := -q -m "not slow"
+
+.PHONY: setup test test-latest env-info demo
 
 setup:
 	bash scripts/setup.sh
 
 test: setup
 	$(PY) -m pytest -q
+
+test-latest:
+	MMPEFT_STACK=latest MMPEFT_VENV=$(LATEST_VENV) bash scripts/setup.sh
+	$(LATEST_VENV)/bin/python -m pytest $(LATEST_PYTEST)
+
+env-info: setup
+	$(PY) tools/env_info.py
 
 demo: setup
 	$(PY) tools/make_demo_data.py --out data/demo

@@ -4,12 +4,18 @@ Importing it applies the upstream workarounds in :mod:`mmpeft.compat` and
 registers the backbones, necks and hooks in mmengine's root registries, where
 the mmdet, mmseg and mmrotate registries find them. Use it from any mm config
 with ``custom_imports = dict(imports=['mmpeft'])``.
+
+Only mmengine (with torch and mmcv) is required: the Swin backbones register
+when mmdet imports, the ViT backbones when mmseg does; otherwise their names
+are placeholders that raise the pip command (:mod:`mmpeft.env`;
+``python -m mmpeft.env`` prints what is available). ``mmpeft.benchmark`` is
+imported by ``tools/benchmark.py`` only.
 """
-from . import compat
+__version__ = '0.1.0'
+
+from . import compat  # noqa: E402
 
 compat.apply()
 
 from . import adapters, engine, models  # noqa: E402,F401
 from .models import merge_adapters  # noqa: E402,F401
-
-__version__ = '0.1.0'

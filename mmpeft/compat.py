@@ -169,6 +169,134 @@ def _summarise_frozen_params_left_out_of_optimizer() -> None:
     DefaultOptimWrapperConstructor.__call__ = build_optim_wrapper
 
 
+def _cpu_distributed_without_cuda() -> None:
+    """mmengine 0.10.7 cannot run ``--launcher pytorch`` on a machine
+    without CUDA: ``_init_dist_pytorch`` in ``mmengine/dist/utils.py`` calls
+    ``torch.cuda.set_device(local_rank)`` unconditionally and initialises
+    the configured backend (``nccl`` in every stock runtime config), and
+    ``Runner.wrap_model`` (``mmengine/runner/runner.py``) passes
+    ``device_ids=[LOCAL_RANK]`` to ``MMDistributedDataParallel``, which
+    torch's DDP refuses for a CPU module. ``tools/dist_train.sh CONFIG 2``
+    fails on a CPU-only machine.
+
+    When CUDA is not available (only then): skip ``set_device``, use
+    ``gloo`` instead of ``nccl``, and drop ``device_ids`` / ``output_device``
+    for a module whose parameters are all on the CPU. GPU runs are unchanged.
+    """
+    import torch
+    from mmengine.dist import utils as dist_utils
+    from mmengine.model import MMDistributedDataParallel
+
+    original_init = dist_utils._init_dist_pytorch
+    if not getattr(original_init, 'mmpeft_cpu', False):
+
+        @functools.wraps(original_init)
+        def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
+            if torch.cuda.is_available() or init_backend != 'torch':
+                return original_init(backend, init_backend, **kwargs)
+            if backend == 'nccl':
+                backend = 'gloo'
+            torch.distributed.init_process_group(backend=backend, **kwargs)
+
+        _init_dist_pytorch.mmpeft_cpu = True
+        dist_utils._init_dist_pytorch = _init_dist_pytorch
+
+    original_ddp = MMDistributedDataParallel.__init__
+    if not getattr(original_ddp, 'mmpeft_cpu', False):
+
+        @functools.wraps(original_ddp)
+        def __init__(self, module, detect_anomalous_params=False, **kwargs):
+            if not torch.cuda.is_available() and all(
+                    p.device.type == 'cpu' for p in module.parameters()):
+                kwargs.pop('device_ids', None)
+                kwargs.pop('output_device', None)
+            original_ddp(self, module, detect_anomalous_params, **kwargs)
+
+        __init__.mmpeft_cpu = True
+        MMDistributedDataParallel.__init__ = __init__
+
+
+_DOTA_METRIC = 'mmrotate.evaluation.metrics.dota_metric'
+
+
+def _dota_metric_nproc() -> None:
+    """mmrotate 1.0.0rc1's ``DOTAMetric.compute_metrics``
+    (``mmrotate/evaluation/metrics/dota_metric.py``) calls ``eval_rbbox_map``
+    without ``nproc``, whose default spawns a pool of 4 processes
+    (``mmrotate/evaluation/functional/mean_ap.py``) at every evaluation,
+    however many CPUs or dataloader workers the config has.
+
+    Give ``DOTAMetric`` an ``nproc`` argument (the DOTA dataset config sets it
+    to its ``num_workers``; default: 4 capped at the CPU count) and pass it
+    on. ``mmrotate`` is never imported here: the patch is applied when
+    mmrotate loads ``dota_metric`` (or now, if it already has), so
+    ``import mmpeft`` works without mmrotate and costs nothing for others.
+    """
+    module = sys.modules.get(_DOTA_METRIC)
+    if module is not None:
+        _patch_dota_metric(module)
+    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
+
+
+class _PatchOnImport:
+    """Meta-path finder that patches ``dota_metric`` right after it runs."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != _DOTA_METRIC:
+            return None
+        spec = None
+        for finder in sys.meta_path:  # whoever would load it without us
+            if finder is not self and hasattr(finder, 'find_spec'):
+                spec = finder.find_spec(name, path, target)
+                if spec is not None:
+                    break
+        if spec is None or not hasattr(spec.loader, 'exec_module'):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _patch_dota_metric(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _patch_dota_metric(module) -> None:
+    metric = module.DOTAMetric
+    if getattr(metric.__init__, 'mmpeft_nproc', False):
+        return
+    original_init = metric.__init__
+    eval_rbbox_map = module.eval_rbbox_map
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, nproc=None, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.nproc = min(4, os.cpu_count() or 1) if nproc is None else nproc
+        if self.nproc < 1:
+            raise ValueError(f'DOTAMetric nproc must be >= 1, got {nproc}: '
+                             'set val_evaluator.nproc to a positive count.')
+
+    @functools.wraps(eval_rbbox_map)
+    def eval_with_nproc(*args, **kwargs):
+        kwargs.setdefault('nproc', eval_with_nproc.nproc)
+        return eval_rbbox_map(*args, **kwargs)
+
+    eval_with_nproc.nproc = 4  # mmrotate's default for callers other than us
+    original_compute = metric.compute_metrics
+
+    @functools.wraps(original_compute)
+    def compute_metrics(self, results):
+        eval_with_nproc.nproc = self.nproc
+        return original_compute(self, results)
+
+    __init__.mmpeft_nproc = True
+    metric.__init__ = __init__
+    metric.compute_metrics = compute_metrics
+    module.eval_rbbox_map = eval_with_nproc
+
+
 def packed_self_attention(attn, x):
     """The attention output of mmcv's ``MultiheadAttention`` ``attn`` used as
     self-attention on ``x`` (before its ``proj_drop``, drop-path and
@@ -195,3 +323,5 @@ def apply() -> None:
     _atomic_local_checkpoint_save()
     _load_local_checkpoints_as_pickles()
     _summarise_frozen_params_left_out_of_optimizer()
+    _cpu_distributed_without_cuda()
+    _dota_metric_nproc()

@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# Idempotent install of the pinned mm stack into .venv, then mmpeft in editable mode.
+# Idempotent install of one supported mm stack into a venv, then mmpeft in editable mode.
 #
-# The only slow step is building mmcv 2.0.1 with its ops from source (~9 min on 2
-# cores). The built wheel is cached outside the repo, keyed by torch / Python / device,
-# so a machine pays for it once. Versions are pinned in requirements/stack.txt.
+#   bash scripts/setup.sh                        # pinned stack -> .venv (default)
+#   MMPEFT_STACK=latest bash scripts/setup.sh    # latest stack -> .venv-latest
+#
+# Stacks (README "Support matrix"): pinned = requirements/stack.txt (mmcv 2.0.1,
+# mmdet 3.1.0, mmseg 1.2.2, mmrotate 1.0.0rc1); latest = requirements/stack-latest.txt
+# (mmcv 2.1.0, mmdet 3.3.0, mmseg 1.2.2, no mmrotate). MMPEFT_VENV overrides the venv.
+#
+# The only slow step is building mmcv with its ops from source (~10-20 min on 2
+# cores). The built wheel is cached outside the repo, keyed by the stack's mmcv and
+# torch pins, Python and device, so a machine pays for each stack's mmcv once.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV=${MMPEFT_VENV:-$ROOT/.venv}
+STACK=${MMPEFT_STACK:-pinned}
+case $STACK in
+  pinned) PIN_FILE=$ROOT/requirements/stack.txt; DEFAULT_VENV=$ROOT/.venv ;;
+  latest) PIN_FILE=$ROOT/requirements/stack-latest.txt; DEFAULT_VENV=$ROOT/.venv-latest ;;
+  *) echo "[setup] unknown MMPEFT_STACK=$STACK; use 'pinned' (default) or 'latest'" >&2; exit 2 ;;
+esac
+VENV=${MMPEFT_VENV:-$DEFAULT_VENV}
 CACHE=${MMPEFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmpeft}
-PIN_FILE=$ROOT/requirements/stack.txt
 pin() { sed -n "s/^$1==//p" "$PIN_FILE"; }
 
 STAMP=$VENV/.mmpeft-setup
@@ -31,7 +43,9 @@ MMCV=$(pin mmcv)
 "${PIP[@]}" install "torch==$TORCH" "numpy==$(pin numpy)" "setuptools>=77.0.3,<81" wheel ninja \
   -r <(grep '^opencv' "$ROOT/requirements/runtime.txt")
 
-# mmcv: build once per (mmcv, torch, python, cpu|cuda) and cache the wheel.
+# mmcv: build once per (mmcv, torch, python, cpu|cuda) and cache the wheel. The mmcv
+# and torch versions come from the stack's pin file, so each stack has its own
+# wheel (the pinned stack's path is unchanged, so an existing cache still hits).
 if "$PY" -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
     && command -v nvcc >/dev/null; then
   DEVICE=cuda; export FORCE_CUDA=1
@@ -46,7 +60,8 @@ if ! ls "$WHEELS"/mmcv-"$MMCV"-*.whl >/dev/null 2>&1; then
   trap 'rm -rf "$BUILD"' EXIT
   "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation -d "$BUILD" "mmcv==$MMCV"
   tar xzf "$BUILD/mmcv-$MMCV.tar.gz" -C "$BUILD"
-  # mmcv 2.0.1 hard-codes -std=c++14; torch >= 2.1 headers need C++17.
+  # mmcv 2.0.x / 2.1.0 hard-code -std=c++14 (2.1.0 only for old torch, so the sed is
+  # a no-op there); torch >= 2.1 headers need C++17.
   sed -i 's/-std=c++14/-std=c++17/' "$BUILD/mmcv-$MMCV/setup.py"
   mkdir -p "$WHEELS.partial"
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
@@ -57,4 +72,4 @@ fi
 "${PIP[@]}" install "$WHEELS"/mmcv-"$MMCV"-*.whl -r "$PIN_FILE" -r "$ROOT/requirements/runtime.txt"
 "${PIP[@]}" install --no-deps --no-build-isolation -e "$ROOT"
 echo "$STAMP_KEY" > "$STAMP"
-echo "[setup] environment ready: $VENV"
+echo "[setup] $STACK stack ready: $VENV"

@@ -1,4 +1,6 @@
 """Session-wide setup: mmpeft registered, tiny datasets generated once."""
+import importlib.util
+
 import pytest
 
 import mmpeft  # noqa: F401  registers mmpeft classes; patches before mmrotate
@@ -16,3 +18,20 @@ def demo_data(tmp_path_factory):
     load_tool('make_demo_data').make_all(
         root, num_train=4, num_val=2, img_size=256, seed=0)
     return root
+
+
+_NO_MMROTATE = importlib.util.find_spec('mmrotate') is None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without mmrotate (the latest stack: mmrotate 1.0.0rc1 caps mmdet at
+    3.1), every DOTA test (config, data or model; 'dota' in its id) skips
+    with the reason instead of failing."""
+    if not _NO_MMROTATE:
+        return
+    skip = pytest.mark.skip(
+        reason='mmrotate is not installed (README "Support matrix": the '
+        'latest stack has none); DOTA configs and data need it')
+    for item in items:
+        if 'dota' in item.nodeid.lower():
+            item.add_marker(skip)

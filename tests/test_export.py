@@ -121,7 +121,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 cfg = Config.fromfile(sys.argv[1])
 cfg.work_dir = sys.argv[2]
-print('METRICS', json.dumps(Runner.from_cfg(cfg).test()))
+print('METRICS', json.dumps(Runner.from_cfg(cfg).test(), default=float))
 '''
 
 

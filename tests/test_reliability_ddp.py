@@ -12,10 +12,8 @@ from test_reliability_support import (METHODS, add_custom_hooks, free_port,
                                       load_checkpoint, output_tail, run_tool,
                                       tiny_method_cfg, write_module)
 
-# Imported by the config in both ranks. The CPU-only part is for test
-# machines without GPUs: mmengine 0.10.7's init_dist calls
-# torch.cuda.set_device even for gloo, and its default DDP wrapper passes
-# device_ids (the config below sets device_ids=None instead).
+# Imported by the config in both ranks. CPU-only machines need nothing
+# here: mmpeft/compat.py makes mmengine's launcher use gloo without CUDA.
 DDP_PROBE = '''
     import os.path as osp
 
@@ -24,9 +22,6 @@ DDP_PROBE = '''
     from mmengine.hooks import Hook
     from mmengine.model import is_model_wrapper
     from mmengine.registry import HOOKS
-
-    if not torch.cuda.is_available():
-        torch.cuda.set_device = lambda device: None
 
 
     @HOOKS.register_module()
@@ -67,12 +62,6 @@ def test_two_process_ddp(method, demo_data, tmp_path):
     work_dir = tmp_path / 'work'
     cfg = tiny_method_cfg(method, demo_data, work_dir, max_iters=ITERS,
                           mimi_interval=2)
-    cfg.env_cfg.dist_cfg = dict(backend='gloo')
-    cfg.model_wrapper_cfg = dict(
-        type='MMDistributedDataParallel',
-        device_ids=None,
-        broadcast_buffers=False,
-        find_unused_parameters=False)
     cfg.custom_imports = dict(imports=['mmpeft', 'ddp_probe'],
                               allow_failed_imports=False)
     # mmpeft's safety hooks under DDP too (NaNGuardHook all-reduces a flag).

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Distributed testing with torchrun:
-#   tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py options]
+# Distributed testing with torchrun (torch.distributed.run):
+#   tools/dist_test.sh CONFIG CHECKPOINT NPROC [test.py options]
+# NPROC processes on this node: one per GPU, or CPU processes (gloo) on a
+# machine without CUDA (mmpeft/compat.py makes mmengine's launcher work there).
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
+# PYTHON picks the interpreter (default: python on PATH).
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
@@ -11,7 +14,7 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
 PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
-torchrun \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes=$NNODES \
     --node_rank=$NODE_RANK \
     --master_addr=$MASTER_ADDR \

@@ -12,6 +12,7 @@ import mmpeft  # noqa: F401  registers mmpeft; must precede mmrotate imports
 from mmengine.dist import is_main_process
 from mmengine.evaluator import DumpResults
 
+from mmpeft.engine.preflight import preflight
 from mmpeft.engine.runner import (build_runner, load_config,
                                    parse_launch_args)
 
@@ -88,6 +89,7 @@ def main():
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 
+    preflight(cfg, args.config, 'test')
     runner = build_runner(cfg)
 
     if args.out is not None and cfg.default_scope != 'mmseg':

@@ -11,6 +11,7 @@ import mmpeft  # noqa: F401  registers mmpeft; must precede mmrotate imports
 from mmengine.logging import print_log
 
 from mmpeft.engine import check_resumable_file
+from mmpeft.engine.preflight import preflight
 from mmpeft.engine.runner import (build_runner, load_config,
                                    parse_launch_args)
 
@@ -78,6 +79,7 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
+    preflight(cfg, args.config, 'train')
     runner = build_runner(cfg)
     runner.train()
 

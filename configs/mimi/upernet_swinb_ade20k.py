@@ -24,6 +24,12 @@ rho = 0.5
 # One round every 16k iterations (with the validation / checkpoint interval):
 # at 16k, 32k and 48k, then 112k iterations of fine-tuning.
 prune_interval = 16000
+# The official file's download command for tools/train.py's first-run check
+# (the det model bases carry it; this seg lineage does not).
+download_swin_b22k = dict(
+    file='checkpoints/swin_base_patch4_window7_224_22k.pth',
+    command='mkdir -p checkpoints && wget -P checkpoints '
+    'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224_22k.pth')  # noqa
 
 # MiMiSwin extends mmdet's SwinTransformer (it takes every argument of the
 # mmseg one used by the base), whose loader reads the official Microsoft

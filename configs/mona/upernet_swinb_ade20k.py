@@ -17,6 +17,12 @@ custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 # mmseg-converted file of the baseline:
 #   wget -P checkpoints https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224_22k.pth  # noqa
 pretrained = 'checkpoints/swin_base_patch4_window7_224_22k.pth'
+# The official file's download command for tools/train.py's first-run check
+# (the det model bases carry it; this seg lineage does not).
+download_swin_b22k = dict(
+    file='checkpoints/swin_base_patch4_window7_224_22k.pth',
+    command='mkdir -p checkpoints && wget -P checkpoints '
+    'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224_22k.pth')  # noqa
 
 # mmseg scope: MonaSwinTransformer is in mmengine's root registry, which the
 # mmseg registry falls back to (no scope prefix).

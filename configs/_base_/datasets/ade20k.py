@@ -4,6 +4,15 @@
 # ignored (reduce_zero_label). tools/make_demo_data.py writes the same layout.
 dataset_type = 'ADE20KDataset'
 data_root = 'data/ade/ADEChallengeData2016'
+# What tools/train.py / tools/test.py print when the data is missing
+# (mmpeft/engine/preflight.py): layout, download, and the root under data/demo
+# where tools/make_demo_data.py writes the same layout.
+download_ade20k = dict(
+    name='ADE20K (SceneParsing)',
+    data_root=data_root,
+    layout='data/ade/ADEChallengeData2016/{images,annotations}/{training,validation}',
+    command='mkdir -p data/ade && cd data/ade && wget http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip && unzip -q ADEChallengeData2016.zip',  # noqa
+    demo_root='data/demo/ade/ADEChallengeData2016')
 crop_size = (512, 512)
 train_pipeline = [
     dict(type='LoadImageFromFile'),

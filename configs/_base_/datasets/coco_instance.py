@@ -3,6 +3,15 @@
 # train2017/, val2017/}. tools/make_demo_data.py writes the same layout.
 dataset_type = 'CocoDataset'
 data_root = 'data/coco/'
+# What tools/train.py / tools/test.py print when the data is missing
+# (mmpeft/engine/preflight.py): layout, download, and the root under data/demo
+# where tools/make_demo_data.py writes the same layout.
+download_coco = dict(
+    name='COCO 2017',
+    data_root=data_root,
+    layout='data/coco/{annotations/instances_{train,val}2017.json, train2017/*.jpg, val2017/*.jpg}',
+    command='mkdir -p data/coco && cd data/coco && for f in zips/train2017.zip zips/val2017.zip annotations/annotations_trainval2017.zip; do wget http://images.cocodataset.org/$f && unzip -q $(basename $f); done',  # noqa
+    demo_root='data/demo/coco/')
 backend_args = None
 
 train_pipeline = [

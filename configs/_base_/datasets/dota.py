@@ -7,6 +7,15 @@
 # tools/make_demo_data.py writes the same layout (with labelled test/).
 dataset_type = 'DOTADataset'
 data_root = 'data/split_ss_dota/'
+# What tools/train.py / tools/test.py print when the data is missing
+# (mmpeft/engine/preflight.py): layout, download, and the root under data/demo
+# where tools/make_demo_data.py writes the same layout.
+download_dota = dict(
+    name='DOTA-v1.0, split into 1024x1024 patches',
+    data_root=data_root,
+    layout='data/split_ss_dota/{trainval,test}/{images/*.png,annfiles/*.txt}',
+    command='download DOTA-v1.0 train/val/test into data/DOTA/ (registration required: https://captain-whu.github.io/DOTA/dataset.html), then in an mmrotate checkout: python tools/data/dota/split/img_split.py --base-json tools/data/dota/split/split_configs/ss_trainval.json && python tools/data/dota/split/img_split.py --base-json tools/data/dota/split/split_configs/ss_test.json (writes data/split_ss_dota/)',  # noqa
+    demo_root='data/demo/dota/')
 backend_args = None
 
 train_pipeline = [
@@ -61,5 +70,8 @@ val_dataloader = dict(
         pipeline=val_pipeline))
 test_dataloader = val_dataloader
 
+# With mmpeft imported, DOTAMetric takes `nproc` (processes computing TP / FP;
+# mmrotate alone always spawns 4); tools/train.py and tools/test.py set it to
+# the loader's num_workers when the config leaves it out (mmpeft/compat.py).
 val_evaluator = dict(type='DOTAMetric', metric='mAP')
 test_evaluator = val_evaluator

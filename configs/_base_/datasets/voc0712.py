@@ -3,6 +3,15 @@
 # {Annotations,JPEGImages,ImageSets/Main}; tools/make_demo_data.py writes it.
 dataset_type = 'VOCDataset'
 data_root = 'data/VOCdevkit/'
+# What tools/train.py / tools/test.py print when the data is missing
+# (mmpeft/engine/preflight.py): layout, download, and the root under data/demo
+# where tools/make_demo_data.py writes the same layout.
+download_voc0712 = dict(
+    name='Pascal VOC 2007 + 2012',
+    data_root=data_root,
+    layout='data/VOCdevkit/VOC{2007,2012}/{Annotations,JPEGImages,ImageSets/Main}',
+    command='mkdir -p data && cd data && for f in voc2007/VOCtrainval_06-Nov-2007.tar voc2007/VOCtest_06-Nov-2007.tar voc2012/VOCtrainval_11-May-2012.tar; do wget http://host.robots.ox.ac.uk/pascal/VOC/$f && tar xf $(basename $f); done',  # noqa
+    demo_root='data/demo/VOCdevkit/')
 backend_args = None
 
 train_pipeline = [

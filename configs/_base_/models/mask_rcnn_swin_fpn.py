@@ -4,11 +4,16 @@
 #
 # `pretrained` is the official ImageNet-22k Swin-B checkpoint, as released by
 # the Swin authors (convert_weights=True maps its keys):
-#   mkdir -p checkpoints && wget -P checkpoints \
-#     https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224_22k.pth
+# (download_swin_b22k below has the download command).
 # A config that inherits this file and wants another file overrides
 # model.backbone.init_cfg.checkpoint (redefining `pretrained` is not enough).
 pretrained = 'checkpoints/swin_base_patch4_window7_224_22k.pth'
+# Read by tools/train.py's first-run check (mmpeft/engine/preflight.py) when
+# the file is missing.
+download_swin_b22k = dict(
+    file='checkpoints/swin_base_patch4_window7_224_22k.pth',
+    command='mkdir -p checkpoints && wget -P checkpoints '
+    'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224_22k.pth')  # noqa
 model = dict(
     type='MaskRCNN',
     data_preprocessor=dict(

@@ -7,11 +7,15 @@
 # ImageNet-22k Swin-B checkpoint already converted to mmseg keys, as released by
 # OpenMMLab (equivalently: the official swin_base_patch4_window7_224_22k.pth
 # passed through mmseg's tools/model_converters/swin2mmseg.py):
-#   mkdir -p checkpoints && wget -P checkpoints \
-#     https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/swin/swin_base_patch4_window7_224_22k_20220317-4f79f7c0.pth
+# (download_swin_b22k_mmseg below has the download command).
 # A config that inherits this file and wants another file overrides
 # model.backbone.init_cfg.checkpoint (redefining `pretrained` is not enough).
 pretrained = 'checkpoints/swin_base_patch4_window7_224_22k_20220317-4f79f7c0.pth'  # noqa
+# Read by tools/train.py's first-run check (mmpeft/engine/preflight.py).
+download_swin_b22k_mmseg = dict(
+    file=pretrained,
+    command='mkdir -p checkpoints && wget -P checkpoints '
+    'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/swin/swin_base_patch4_window7_224_22k_20220317-4f79f7c0.pth')  # noqa
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 backbone_norm_cfg = dict(type='LN', requires_grad=True)
 data_preprocessor = dict(

@@ -8,6 +8,19 @@
 # 1e-6, a bias in the patch projection (timm has one; mmseg's default
 # patch_bias=False would leave it unloaded) and the final LayerNorm (timm's
 # `norm`) applied to the last layer's output.
+# timm's ViT-B/16 release (read by RepAdapterViT with convert_weights=True)
+# and its conversion to mmseg keys for the stock VisionTransformer: the
+# download commands of tools/train.py's first-run check
+# (mmpeft/engine/preflight.py).
+download_vit_b16 = dict(
+    file='checkpoints/jx_vit_base_p16_224-80ecf9dd.pth',
+    command='mkdir -p checkpoints && wget -P checkpoints '
+    'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_base_p16_224-80ecf9dd.pth')  # noqa
+download_vit_b16_mmseg = dict(
+    file='checkpoints/jx_vit_base_p16_224-80ecf9dd_mmseg.pth',
+    command=download_vit_b16['command'] + ' && python '
+    'tools/convert_timm_vit.py checkpoints/jx_vit_base_p16_224-80ecf9dd.pth '
+    'checkpoints/jx_vit_base_p16_224-80ecf9dd_mmseg.pth')
 vit_b16 = dict(
     patch_size=16,
     embed_dims=768,
