@@ -200,6 +200,105 @@ def test_plot_tool_draws_the_allocation(uninterrupted, tmp_path):
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+# ------------------------------------------- the official 'rounds' schedule
+# Three rounds of four iterations: a linear warm-up (iterations 0-1), then a
+# cosine (2-3), restarted at iterations 4 and 8; a prune ends each round (80
+# neurons -> at least 40, 20, 10).
+ROUNDS = dict(type='MiMiPruneHook', schedule='rounds', rho=0.5, rounds=3,
+              round_iters=4)
+ROUND_SCHEDULE = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=2,
+         end=4)
+]
+
+
+class RecordLR(Hook):
+    """The learning rate each iteration's optimizer step used."""
+    priority = 'HIGHEST'  # after_train_iter before ParamSchedulerHook steps
+
+    def __init__(self):
+        self.lrs = {}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.lrs[runner.iter] = runner.optim_wrapper.get_lr()['lr'][0]
+
+
+def rounds_runner(work_dir, **kwargs):
+    runner = toy_runner(work_dir, max_iters=12, prune=ROUNDS,
+                        param_scheduler=ROUND_SCHEDULE, **kwargs)
+    recorder = RecordLR()
+    runner.register_hook(recorder)
+    return runner, recorder
+
+
+@pytest.fixture(scope='module')
+def rounds_run(tmp_path_factory):
+    runner, recorder = rounds_runner(tmp_path_factory.mktemp('mimi_rounds'))
+    runner.train()
+    return runner, recorder.lrs
+
+
+def test_rounds_restart_the_lr_schedule_every_round(rounds_run):
+    runner, lrs = rounds_run
+    curve = [lrs[i] for i in range(4)]
+    # warm-up from 0.1 x lr to lr, then half a cosine down towards eta_min
+    assert curve[:3] == pytest.approx([1e-4, 1e-3, 1e-3])
+    assert curve[3] == pytest.approx((1e-3 + 1e-5) / 2)
+    for start in (4, 8):
+        assert [lrs[start + i] for i in range(4)] == pytest.approx(curve)
+
+
+def test_rounds_prune_at_each_round_end(rounds_run):
+    runner, _ = rounds_run
+    with open(osp.join(runner.work_dir, 'mimi_prune.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    assert [(r['round'], r['iter']) for r in records] == [(0, 0), (1, 4),
+                                                          (2, 8), (3, 12)]
+    live = [sum(r['widths']) for r in records]
+    assert live[0] == 80 and all(
+        n >= p for n, p in zip(live[1:], (40, 20, 10)))
+    assert live == sorted(live, reverse=True) and live[-1] < 20
+    assert all(r['schedule'] == 'rounds' for r in records)
+    assert_pruned_entries_are_zero(runner)
+
+
+@pytest.mark.parametrize('checkpoint', ['iter_6.pth', 'iter_4.pth'])
+def test_rounds_resume_continues_the_same_curve(rounds_run, checkpoint,
+                                                tmp_path):
+    """Mid-round (6) and at a round boundary (4): the resumed run's learning
+    rates and final masks are the uninterrupted run's."""
+    uninterrupted, lrs = rounds_run
+    runner, recorder = rounds_runner(
+        tmp_path, resume=True,
+        load_from=osp.join(uninterrupted.work_dir, checkpoint))
+    runner.train()
+    start = int(checkpoint[5:-4])
+    assert sorted(recorder.lrs) == list(range(start, 12))
+    assert [recorder.lrs[i] for i in range(start, 12)] == pytest.approx(
+        [lrs[i] for i in range(start, 12)])
+    for mask, expected in zip(masks_of(runner), masks_of(uninterrupted)):
+        assert torch.equal(mask, expected)
+
+
+@pytest.mark.parametrize('change, match', [
+    (dict(max_iters=10), 'training loop of 12 iters'),
+    (dict(prune=dict(ROUNDS, round_iters=None, round_epochs=1)),
+     'by_epoch=False'),
+    (dict(param_scheduler=[dict(type='MultiStepLR', by_epoch=True,
+                                milestones=[1])]), 'steps per epoch'),
+    (dict(param_scheduler=[dict(type='ConstantLR', by_epoch=False,
+                                begin=5, end=8)]), 'after the end of a round'),
+    (dict(prune=dict(ROUNDS, rho=0.9, rounds=3)), 'leaves no neuron'),
+])
+def test_rounds_that_cannot_replay_are_refused(change, match, tmp_path):
+    kwargs = dict(max_iters=12, prune=ROUNDS, param_scheduler=ROUND_SCHEDULE)
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=match):
+        toy_runner(tmp_path, **kwargs).train()
+
+
 # --------------------------------------------------------------------- DDP
 class DesynchroniseRank1(Hook):
     """Just before the first round, rank 1 scales its adapter weights by
