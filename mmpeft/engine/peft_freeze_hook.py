@@ -35,12 +35,25 @@ class FreezePolicy:
     neck nor head (e.g. DETR's query embedding) train.
 
     The default is the official Mona policy: backbone frozen except the
-    adapters, neck and heads fully trained.
+    adapters, neck and heads fully trained. ``train_biases=True`` is
+    RepAdapter's segmentation recipe (the official
+    ``segmentation_task/tools/train.py`` trains every parameter whose name
+    holds ``'bias'``): every bias vector of the backbone trains too -- of
+    linear, conv and norm layers and nn.MultiheadAttention's
+    ``in_proj_bias``; a table like Swin's ``relative_position_bias_table``
+    is no bias vector and stays frozen.
     """
     train_norms: bool = False  # backbone norms (adapters' own always train)
     train_patch_embed: bool = False  # backbone.patch_embed
     train_neck: bool = True
     train_head: bool = True  # every top-level child named '*head'
+    train_biases: bool = False  # every backbone '*.bias' / '*_bias'
+
+
+def is_bias(name: str) -> bool:
+    """A bias vector: the parameter is called ``bias`` or ``*_bias``."""
+    leaf = name.rsplit('.', 1)[-1]
+    return leaf == 'bias' or leaf.endswith('_bias')
 
 
 def policy_flags(model: nn.Module, policy: FreezePolicy) -> Dict[str, bool]:
@@ -61,7 +74,8 @@ def policy_flags(model: nn.Module, policy: FreezePolicy) -> Dict[str, bool]:
         elif group == BACKBONE:
             trains = ((policy.train_norms and name in norm_params)
                       or (policy.train_patch_embed
-                          and name.startswith('backbone.patch_embed.')))
+                          and name.startswith('backbone.patch_embed.'))
+                      or (policy.train_biases and is_bias(name)))
         elif group == NECK:
             trains = policy.train_neck
         elif group == HEAD:
@@ -116,8 +130,10 @@ class PEFTFreezeHook(Hook):
     ``custom_hooks = [dict(type='PEFTFreezeHook', train_norms=False)]``.
 
     Args:
-        train_norms, train_patch_embed, train_neck, train_head: the
-            :class:`FreezePolicy` (defaults: the official Mona policy).
+        train_norms, train_patch_embed, train_neck, train_head,
+            train_biases: the :class:`FreezePolicy` (defaults: the official
+            Mona policy; ``train_biases=True``: RepAdapter's segmentation
+            recipe).
         out_file: the parameter table as JSON, relative to ``work_dir``.
 
     Under DDP the wrapper only synchronises the parameters that required grad
@@ -132,9 +148,10 @@ class PEFTFreezeHook(Hook):
                  train_patch_embed: bool = False,
                  train_neck: bool = True,
                  train_head: bool = True,
+                 train_biases: bool = False,
                  out_file: str = 'peft_params.json'):
         self.policy = FreezePolicy(train_norms, train_patch_embed, train_neck,
-                                   train_head)
+                                   train_head, train_biases)
         self.out_file = out_file
 
     def before_run(self, runner) -> None:
