@@ -397,7 +397,10 @@ def tiny_mimi_cfg(config, demo_data, work_dir):
         cfg.model.decode_head.update(in_channels=widths, in_index=[0, 1])
         cfg.model.auxiliary_head.update(in_channels=32, in_index=1)
     (prune, ) = [h for h in cfg.custom_hooks if h.type == 'MiMiPruneHook']
-    prune.update(interval=1, by_epoch=False)
+    if prune.get('schedule') == 'rounds':
+        prune.update(round_epochs=1)  # the caller runs one epoch per round
+    else:
+        prune.update(interval=1, by_epoch=False)
     cfg.train_dataloader.batch_size = 2  # UperNet's BN on a 1x1 pooled map
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # time
     return cfg
@@ -437,3 +440,31 @@ def test_mimi_configs_train_prune_and_deploy(config, demo_data, tmp_path):
             assert torch.allclose(out, ref, atol=1e-5)
     assert all(
         isinstance(a, MiMiAdapter) for _, a in backbone.named_slots())
+
+
+@pytest.mark.slow
+def test_rounds_config_restarts_its_schedule_and_prunes(demo_data, tmp_path):
+    """configs/mimi/fasterrcnn_swinb_voc_rounds.py, each round one epoch of
+    the generated data with the config's own param schedulers: every epoch
+    starts at the warm-up's first learning rate, and every round prunes."""
+    cfg = tiny_mimi_cfg('fasterrcnn_swinb_voc_rounds.py', demo_data, tmp_path)
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=3,
+                         val_interval=3)
+    cfg.default_hooks.checkpoint.update(by_epoch=True, interval=3)
+    cfg.log_processor = dict(by_epoch=True)
+    cfg.train_dataloader.batch_size = 1  # several iterations per epoch
+    runner = Runner.from_cfg(cfg)
+    recorder = RecordLR()
+    runner.register_hook(recorder)
+    runner.train()
+    per_epoch = len(runner.train_dataloader)
+    assert per_epoch > 1
+    starts = [recorder.lrs[e * per_epoch] for e in range(3)]
+    assert starts == pytest.approx([cfg.optim_wrapper.optimizer.lr * 1e-3] *
+                                   3)
+    assert recorder.lrs[per_epoch - 1] > starts[0]  # the warm-up went on
+    with open(osp.join(runner.work_dir, 'mimi_prune.jsonl')) as f:
+        live = [sum(json.loads(line)['widths']) for line in f]
+    # sigma0 = 4 on widths 16/32: 40 neurons, then at least 20, 10, 5
+    assert live[0] == 40 and all(
+        n >= p for n, p in zip(live[1:], (20, 10, 5))) and len(live) == 4
