@@ -21,7 +21,8 @@ from helpers import REPO_ROOT, load_tool, tiny_runner_cfg
 from mmpeft.adapters import MiMiAdapter
 from mmpeft.engine import MiMiPruneHook
 from mmpeft.engine.export import build_from_config
-from mmpeft.engine.mimi_prune_hook import global_prune_masks
+from mmpeft.engine.mimi_prune_hook import (global_prune_masks,
+                                           official_prune_masks)
 from mmpeft.models import MiMiSwin
 
 # Widths 16 and 32: sum(C) = 160, 80 neurons at sigma0 = 2, so the plan to
@@ -306,12 +307,14 @@ class DesynchroniseRank1(Hook):
     rank records the round-1 masks it would choose by itself."""
     priority = 'ABOVE_NORMAL'  # before MiMiPruneHook in after_train_iter
 
-    def __init__(self):
+    def __init__(self, first_round_iter, select):
+        self.first_round_iter = first_round_iter
+        self.select = select
         self.local_choice = None
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
-        if runner.iter + 1 != PRUNE['interval']:
+        if runner.iter + 1 != self.first_round_iter:
             return
         adapters = [a for _, a in backbone_of(runner).named_slots()]
         if runner.rank == 1:
@@ -321,29 +324,44 @@ class DesynchroniseRank1(Hook):
                     factors = torch.rand(adapter.hidden_dim,
                                          generator=generator)
                     adapter.down.weight.mul_(factors[:, None] * 4)
-        self.local_choice = global_prune_masks(adapters, live_after=40)
+        self.local_choice = self.select(adapters, 40)
 
 
-def _ddp_worker(rank, world_size, port, out_dir):
+# Per schedule: the hook's runner arguments, the iteration of the first
+# round, the selection rule of that round and the neurons left at the end.
+DDP_CASES = {
+    'within': (dict(), PRUNE['interval'], global_prune_masks, 20),
+    'rounds': (dict(max_iters=12, prune=ROUNDS,
+                    param_scheduler=ROUND_SCHEDULE), ROUNDS['round_iters'],
+               official_prune_masks, 10),
+}
+
+
+def _ddp_worker(rank, world_size, port, out_dir, schedule):
     os.environ.update(
         MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
         LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.distributed.init_process_group('gloo', rank=rank,
                                          world_size=world_size)
-    desync = DesynchroniseRank1()
+    runner_kwargs, first_round_iter, select, _ = DDP_CASES[schedule]
+    desync = DesynchroniseRank1(first_round_iter, select)
+    recorder = RecordLR()
     runner = toy_runner(
         osp.join(out_dir, 'work_dir'),
+        **runner_kwargs,
         launcher='pytorch',  # the group exists: the runner only wraps DDP
         # The runner's default wrapper, less device_ids (CPU DDP takes none).
         cfg=dict(model_wrapper_cfg=dict(
             type='MMDistributedDataParallel', device_ids=None,
             broadcast_buffers=False)))
     runner.register_hook(desync)
+    runner.register_hook(recorder)
     runner.train()
     assert is_model_wrapper(runner.model)
     assert_pruned_entries_are_zero(runner)
     torch.save(
-        dict(masks=masks_of(runner), local_choice=desync.local_choice),
+        dict(masks=masks_of(runner), local_choice=desync.local_choice,
+             lrs=recorder.lrs),
         osp.join(out_dir, f'rank{rank}.pth'))
     torch.distributed.destroy_process_group()
 
@@ -355,14 +373,17 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_ddp_ranks_end_with_rank0_masks(tmp_path):
+@pytest.mark.parametrize('schedule', DDP_CASES)
+def test_ddp_ranks_end_with_rank0_masks(schedule, tmp_path):
     torch.multiprocessing.spawn(
-        _ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+        _ddp_worker, args=(2, _free_port(), str(tmp_path), schedule),
+        nprocs=2)
     rank0, rank1 = (torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1))
     for mask0, mask1 in zip(rank0['masks'], rank1['masks']):
         assert torch.equal(mask0, mask1)
+    assert rank0['lrs'] == rank1['lrs']  # (rounds: restarted on every rank)
     final = torch.cat(rank0['masks']).bool()
-    assert final.sum() == 20
+    assert final.sum() == DDP_CASES[schedule][-1]
     # Round 1 applied rank 0's choice on both ranks (the final masks are a
     # subset of it), although rank 1 alone would have chosen other neurons.
     assert rank0['local_choice'].sum() == rank1['local_choice'].sum() == 40
@@ -468,3 +489,18 @@ def test_rounds_config_restarts_its_schedule_and_prunes(demo_data, tmp_path):
     # sigma0 = 4 on widths 16/32: 40 neurons, then at least 20, 10, 5
     assert live[0] == 40 and all(
         n >= p for n, p in zip(live[1:], (20, 10, 5))) and len(live) == 4
+
+
+def test_weighted_ranking_puts_each_adapter_on_its_own_scale():
+    """weighted=True (official --weighted 1): scores divided by the adapter's
+    best, so a uniformly weak adapter is no longer pruned first."""
+    strong, weak = MiMiAdapter(4, 4), MiMiAdapter(4, 4)
+    with torch.no_grad():
+        for adapter, scale in ((strong, 1.0), (weak, 0.01)):
+            levels = torch.arange(1.0, 5.0) * scale
+            adapter.down.weight.copy_(levels[:, None].expand(4, 4))
+            adapter.up.weight.copy_(levels[None, :].expand(4, 4))
+    plain = global_prune_masks([strong, weak], live_after=4)
+    assert plain.tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+    weighted = global_prune_masks([strong, weak], live_after=4, weighted=True)
+    assert weighted.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
