@@ -283,6 +283,16 @@ def test_rounds_resume_continues_the_same_curve(rounds_run, checkpoint,
         assert torch.equal(mask, expected)
 
 
+def test_rounds_resume_with_another_rho_is_refused(rounds_run, tmp_path):
+    uninterrupted, _ = rounds_run
+    runner = toy_runner(
+        tmp_path, max_iters=12, prune=dict(ROUNDS, rho=0.25),
+        param_scheduler=ROUND_SCHEDULE, resume=True,
+        load_from=osp.join(uninterrupted.work_dir, 'iter_6.pth'))
+    with pytest.raises(RuntimeError, match='60 or more'):
+        runner.train()
+
+
 @pytest.mark.parametrize('change, match', [
     (dict(max_iters=10), 'training loop of 12 iters'),
     (dict(prune=dict(ROUNDS, round_iters=None, round_epochs=1)),

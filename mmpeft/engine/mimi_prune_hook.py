@@ -323,15 +323,19 @@ class MiMiPruneHook(Hook):
                     'so describe one round in param_scheduler.')
 
     def _check_rounds_masks(self, live: int) -> None:
-        total = self._schedule[0]
-        least = self._schedule[self.round]
-        if (live != total) if self.round == 0 else not least <= live <= total:
+        """Live neurons possible after ``self.round`` rounds: all of them
+        before the first prune, at least the planned survivors after."""
+        total, least = self._schedule[0], self._schedule[self.round]
+        if self.round == 0:
+            ok, expected = live == total, f'all {total}'
+        else:
+            ok, expected = least <= live <= total, f'{least} or more (ties)'
+        if not ok:
             raise RuntimeError(
                 f"MiMiPruneHook(schedule='rounds'): after {self.round} rounds "
-                f'the model should have {total if self.round == 0 else least}'
-                f'{"" if self.round == 0 else " or more (ties)"} live neurons '
-                f'(plan {self._schedule}), it has {live}. A resumed run must '
-                'keep the rho, rounds and round length it was pruned with.')
+                f'the model should have {expected} live neurons (plan '
+                f'{self._schedule}), it has {live}. A resumed run must keep '
+                'the rho, rounds and round length it was pruned with.')
 
     def before_train_epoch(self, runner) -> None:
         if (self.schedule == 'rounds' and self.by_epoch
