@@ -9,14 +9,19 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
 from mmseg.models.backbones import VisionTransformer
 from torch import nn
+from torch.utils.data import Dataset
 
 import mmpeft
 from helpers import REPO_ROOT
-from mmpeft.engine import (FreezePolicy, adapter_checkpoint,
-                           apply_freeze_policy, count_params)
+from mmpeft.engine import (FreezePolicy, FreezePolicyError,
+                           adapter_checkpoint, apply_freeze_policy,
+                           count_params)
 from mmpeft.engine.export import check_adapter_checkpoint
 from mmpeft.engine.param_table import BACKBONE
 from mmpeft.engine.peft_freeze_hook import policy_from_config
@@ -153,3 +158,79 @@ def test_upernet_config_uses_the_recipe():
 def test_what_counts_as_a_bias(name, expected):
     from mmpeft.engine.peft_freeze_hook import is_bias
     assert is_bias(name) is expected
+
+
+# ------------------------------------------------ in a runner's optimizer
+class ToySegmentor(BaseModel):
+    """Segmentor (above) regressing the mean of its output."""
+
+    def __init__(self):
+        super().__init__()
+        _, self.net = pretrained_pair()
+        apply_freeze_policy(self.net, FreezePolicy())  # as built: frozen
+
+    def forward(self, inputs, targets=None, mode='tensor'):
+        out = self.net(inputs).mean((1, 2, 3))
+        if mode == 'loss':
+            return dict(loss=F.mse_loss(out, targets))
+        return out
+
+
+class ToyImages(Dataset):
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        image = torch.randn(3, 32, 32,
+                            generator=torch.Generator().manual_seed(index))
+        return dict(inputs=image, targets=image.mean())
+
+
+# paramwise_cfg: mmengine's constructor then leaves frozen parameters out.
+OPTIM = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+             paramwise_cfg=dict(custom_keys={'bias': dict(decay_mult=0.0)}))
+SCHEDULE = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
+                 end=3)]
+
+
+def toy_runner(work_dir, cfg):
+    return Runner(
+        model=ToySegmentor(), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=ToyImages(),
+                              sampler=dict(type='DefaultSampler',
+                                           shuffle=False),
+                              collate_fn=dict(type='default_collate'),
+                              batch_size=2, num_workers=0),
+        optim_wrapper=OPTIM, param_scheduler=SCHEDULE,
+        train_cfg=dict(by_epoch=False, max_iters=2),
+        custom_hooks=[dict(type='PEFTFreezeHook', train_biases=True)],
+        default_hooks=dict(checkpoint=None), log_level='WARNING', cfg=cfg)
+
+
+def test_unfrozen_biases_join_the_optimizer_and_train(tmp_path):
+    """The runner builds its optimizer before any hook runs, from the model
+    as built (biases frozen): the hook rebuilds it, with its schedulers."""
+    runner = toy_runner(tmp_path, cfg=dict(optim_wrapper=OPTIM,
+                                           param_scheduler=SCHEDULE))
+    before = {n: p.detach().clone()
+              for n, p in runner.model.net.backbone.named_parameters()}
+    runner.train()
+    groups = runner.optim_wrapper.optimizer.param_groups
+    optimized = {id(p) for g in groups for p in g['params']}
+    params = dict(runner.model.named_parameters())
+    biases = {n[len('net.'):] for n in params if 'bias' in n}
+    assert stock_bias_names() <= biases
+    for name in stock_bias_names():
+        param = params[f'net.{name}']
+        assert id(param) in optimized
+        assert not torch.equal(param, before[name[len('backbone.'):]])
+    # the rebuilt schedulers drive the rebuilt optimizer (two steps taken)
+    scheduler, = runner.param_schedulers
+    assert scheduler.optimizer is runner.optim_wrapper
+    assert groups[0]['lr'] == pytest.approx(1e-3 * (0.1 + 0.9 * 2 / 2))
+
+
+def test_no_config_to_rebuild_from_is_a_clear_error(tmp_path):
+    with pytest.raises(FreezePolicyError, match='Runner.from_cfg'):
+        toy_runner(tmp_path, cfg=None).train()

@@ -15,6 +15,7 @@ from typing import Dict, Iterator, List, Optional
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import BaseOptimWrapper, OptimWrapperDict
 from mmengine.registry import HOOKS
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
@@ -165,6 +166,45 @@ class PEFTFreezeHook(Hook):
             runner.model = runner.wrap_model(wrapper_cfg, runner.model.module)
             runner.logger.info('PEFTFreezeHook: re-wrapped the model so that '
                                'DDP synchronises the new trainable set.')
+        if changed and isinstance(runner.optim_wrapper,
+                                  (BaseOptimWrapper, OptimWrapperDict)):
+            self._rebuild_optimizer(runner)
+
+    @staticmethod
+    def _rebuild_optimizer(runner) -> None:
+        """Build the optimizer (and the param schedulers driving it) again
+        from the config when parameters the policy unfroze (backbone biases,
+        norms) are missing from it: the runner built it before ``before_run``
+        and mmengine's paramwise constructor leaves frozen parameters out."""
+        in_optim = {id(p) for p in optimizer_params(runner.optim_wrapper)}
+        model = unwrap_model(runner.model)
+        missing = [
+            name for name, param in model.named_parameters()
+            if param.requires_grad and id(param) not in in_optim
+        ]
+        if not missing:
+            return
+        optim_cfg = runner.cfg.get('optim_wrapper')
+        scheduler_cfg = runner.cfg.get('param_scheduler')
+        if optim_cfg is None or (runner.param_schedulers is not None
+                                 and scheduler_cfg is None):
+            raise FreezePolicyError(
+                f'PEFTFreezeHook: the policy trains {len(missing)} parameters '
+                f'that were frozen when the runner built its optimizer '
+                f'({_preview(missing)}), so the optimizer lacks them, and the '
+                "runner's cfg has no optim_wrapper / param_scheduler to build "
+                'it again from. Build the runner with Runner.from_cfg(cfg) '
+                '(or pass cfg=dict(optim_wrapper=..., param_scheduler=...)).')
+        runner.optim_wrapper = runner.build_optim_wrapper(
+            copy.deepcopy(optim_cfg))
+        runner.scale_lr(runner.optim_wrapper, runner.auto_scale_lr)
+        if runner.param_schedulers is not None:
+            runner.param_schedulers = runner.build_param_scheduler(
+                copy.deepcopy(scheduler_cfg))
+        runner.logger.info(
+            f'PEFTFreezeHook: rebuilt the optimizer and its param schedulers '
+            f'from the config, with the {len(missing)} parameters the policy '
+            f'unfroze ({_preview(missing)}).')
 
     def before_train(self, runner) -> None:
         model = unwrap_model(runner.model)
