@@ -283,6 +283,18 @@ def test_rounds_resume_continues_the_same_curve(rounds_run, checkpoint,
         assert torch.equal(mask, expected)
 
 
+def test_plot_tool_draws_a_rounds_run(rounds_run, tmp_path):
+    runner, _ = rounds_run
+    plot_mimi = load_tool('plot_mimi')
+    rounds = plot_mimi.load_rounds(
+        osp.join(runner.work_dir, 'mimi_prune.jsonl'))
+    assert [r['round'] for r in rounds] == [0, 1, 2, 3]
+    out = str(tmp_path / 'allocation.png')
+    plot_mimi.plot(rounds, out)
+    with open(out, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
 def test_rounds_resume_with_another_rho_is_refused(rounds_run, tmp_path):
     uninterrupted, _ = rounds_run
     runner = toy_runner(
