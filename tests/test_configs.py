@@ -2,6 +2,7 @@
 scope, with as many classes as its dataset has."""
 import glob
 import importlib
+import json
 import os.path as osp
 import re
 
@@ -10,6 +11,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from helpers import REPO_ROOT
+from mmpeft.methods import METHODS
 
 CONFIGS = sorted(
     osp.relpath(path, REPO_ROOT) for path in glob.glob(
@@ -84,3 +86,87 @@ def test_make_demo_step2_loads_step1_checkpoint():
         type='Pretrained',
         checkpoint=f"{make['DEMO_PRETRAIN_WORK_DIR']}/"
         f'iter_{step1.train_cfg.max_iters}.pth')
+
+
+# --------------------------------------------------- method config layout
+# The model and custom_hooks of every method task config, dumped from the
+# configs as they were before the method config bases (configs/_base_/
+# methods/) existed, by this module's `dump_method_configs` run on that tree:
+#   git archive 726f42e configs | tar -x -C /tmp/old && python -c "import sys;
+#   sys.path.insert(0, 'tests'); import test_configs as t;
+#   t.write_fixture('/tmp/old', 'tests/data/method_configs_before_bases.json')"
+LAYOUT_FIXTURE = osp.join(REPO_ROOT, 'tests', 'data',
+                          'method_configs_before_bases.json')
+METHOD_DIRS = ('mona', 'repadapter', 'mimi')
+
+
+def method_task_configs(root=REPO_ROOT):
+    return sorted(
+        osp.relpath(path, root) for method in METHOD_DIRS
+        for path in glob.glob(osp.join(root, 'configs', method, '*.py')))
+
+
+def dump_method_configs(root=REPO_ROOT) -> dict:
+    """``{config: {'model': ..., 'custom_hooks': ...}}`` as JSON data."""
+    out = {}
+    for config in method_task_configs(root):
+        cfg = Config.fromfile(osp.join(root, config),
+                              import_custom_modules=False)
+        out[config] = json.loads(
+            json.dumps(dict(model=cfg.model.to_dict(),
+                            custom_hooks=[dict(h)
+                                          for h in cfg.custom_hooks])))
+    return out
+
+
+def write_fixture(root, path):
+    with open(path, 'w') as f:
+        json.dump(dump_method_configs(root), f, indent=1, sort_keys=True)
+        f.write('\n')
+
+
+def with_bias_recipe(dumped):
+    """The one intended change: RepAdapter's segmentation recipe."""
+    for hook in dumped['custom_hooks']:
+        if hook['type'] == 'PEFTFreezeHook':
+            hook['train_biases'] = True
+    return dumped
+
+
+INTENDED_CHANGES = {
+    'configs/repadapter/upernet_vitb_ade20k.py': with_bias_recipe,
+}
+
+
+def test_method_configs_build_what_they_built_before_the_bases():
+    with open(LAYOUT_FIXTURE) as f:
+        before = json.load(f)
+    now = dump_method_configs()
+    assert set(before) <= set(now)  # no task config lost (new ones allowed)
+    for config, dumped in before.items():
+        expected = INTENDED_CHANGES.get(config, lambda d: d)(dumped)
+        assert now[config]['model'] == expected['model'], config
+        hooks = [sorted(json.dumps(h, sort_keys=True) for h in d)
+                 for d in (now[config]['custom_hooks'],
+                           expected['custom_hooks'])]
+        assert hooks[0] == hooks[1], config  # in any order: priorities rule
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_each_method_has_its_config_base(method):
+    """The method table's config base exists, sets the table's backbone
+    type and is what every task config of the method inherits."""
+    base_path = osp.join(REPO_ROOT, METHODS[method].config_base)
+    base = Config.fromfile(base_path, import_custom_modules=False)
+    assert base.peft_backbone.type == METHODS[method].backbone['type']
+    assert [h.type for h in base.custom_hooks
+            ][:2] == ['PEFTFreezeHook', 'AdapterMergeHook']
+    configs = glob.glob(osp.join(REPO_ROOT, 'configs', method, '*.py'))
+    assert configs
+    for config in configs:
+        bases = Config._get_base_files(config)
+        assert [osp.normpath(osp.join(osp.dirname(config), b))
+                for b in bases][-1] == osp.normpath(base_path), config
+        code = [line for line in open(config)
+                if line.strip() and not line.lstrip().startswith('#')]
+        assert len(code) <= 20, f'{config}: {len(code)} lines of code'

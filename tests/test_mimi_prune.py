@@ -21,7 +21,8 @@ from helpers import REPO_ROOT, load_tool, tiny_runner_cfg
 from mmpeft.adapters import MiMiAdapter
 from mmpeft.engine import MiMiPruneHook
 from mmpeft.engine.export import build_from_config
-from mmpeft.engine.mimi_prune_hook import global_prune_masks
+from mmpeft.engine.mimi_prune_hook import (global_prune_masks,
+                                           official_prune_masks)
 from mmpeft.models import MiMiSwin
 
 # Widths 16 and 32: sum(C) = 160, 80 neurons at sigma0 = 2, so the plan to
@@ -200,6 +201,127 @@ def test_plot_tool_draws_the_allocation(uninterrupted, tmp_path):
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+# ------------------------------------------- the official 'rounds' schedule
+# Three rounds of four iterations: a linear warm-up (iterations 0-1), then a
+# cosine (2-3), restarted at iterations 4 and 8; a prune ends each round (80
+# neurons -> at least 40, 20, 10).
+ROUNDS = dict(type='MiMiPruneHook', schedule='rounds', rho=0.5, rounds=3,
+              round_iters=4)
+ROUND_SCHEDULE = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=2,
+         end=4)
+]
+
+
+class RecordLR(Hook):
+    """The learning rate each iteration's optimizer step used."""
+    priority = 'HIGHEST'  # after_train_iter before ParamSchedulerHook steps
+
+    def __init__(self):
+        self.lrs = {}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.lrs[runner.iter] = runner.optim_wrapper.get_lr()['lr'][0]
+
+
+def rounds_runner(work_dir, **kwargs):
+    runner = toy_runner(work_dir, max_iters=12, prune=ROUNDS,
+                        param_scheduler=ROUND_SCHEDULE, **kwargs)
+    recorder = RecordLR()
+    runner.register_hook(recorder)
+    return runner, recorder
+
+
+@pytest.fixture(scope='module')
+def rounds_run(tmp_path_factory):
+    runner, recorder = rounds_runner(tmp_path_factory.mktemp('mimi_rounds'))
+    runner.train()
+    return runner, recorder.lrs
+
+
+def test_rounds_restart_the_lr_schedule_every_round(rounds_run):
+    runner, lrs = rounds_run
+    curve = [lrs[i] for i in range(4)]
+    # warm-up from 0.1 x lr to lr, then half a cosine down towards eta_min
+    assert curve[:3] == pytest.approx([1e-4, 1e-3, 1e-3])
+    assert curve[3] == pytest.approx((1e-3 + 1e-5) / 2)
+    for start in (4, 8):
+        assert [lrs[start + i] for i in range(4)] == pytest.approx(curve)
+
+
+def test_rounds_prune_at_each_round_end(rounds_run):
+    runner, _ = rounds_run
+    with open(osp.join(runner.work_dir, 'mimi_prune.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    assert [(r['round'], r['iter']) for r in records] == [(0, 0), (1, 4),
+                                                          (2, 8), (3, 12)]
+    live = [sum(r['widths']) for r in records]
+    assert live[0] == 80 and all(
+        n >= p for n, p in zip(live[1:], (40, 20, 10)))
+    assert live == sorted(live, reverse=True) and live[-1] < 20
+    assert all(r['schedule'] == 'rounds' for r in records)
+    assert_pruned_entries_are_zero(runner)
+
+
+@pytest.mark.parametrize('checkpoint', ['iter_6.pth', 'iter_4.pth'])
+def test_rounds_resume_continues_the_same_curve(rounds_run, checkpoint,
+                                                tmp_path):
+    """Mid-round (6) and at a round boundary (4): the resumed run's learning
+    rates and final masks are the uninterrupted run's."""
+    uninterrupted, lrs = rounds_run
+    runner, recorder = rounds_runner(
+        tmp_path, resume=True,
+        load_from=osp.join(uninterrupted.work_dir, checkpoint))
+    runner.train()
+    start = int(checkpoint[5:-4])
+    assert sorted(recorder.lrs) == list(range(start, 12))
+    assert [recorder.lrs[i] for i in range(start, 12)] == pytest.approx(
+        [lrs[i] for i in range(start, 12)])
+    for mask, expected in zip(masks_of(runner), masks_of(uninterrupted)):
+        assert torch.equal(mask, expected)
+
+
+def test_plot_tool_draws_a_rounds_run(rounds_run, tmp_path):
+    runner, _ = rounds_run
+    plot_mimi = load_tool('plot_mimi')
+    rounds = plot_mimi.load_rounds(
+        osp.join(runner.work_dir, 'mimi_prune.jsonl'))
+    assert [r['round'] for r in rounds] == [0, 1, 2, 3]
+    out = str(tmp_path / 'allocation.png')
+    plot_mimi.plot(rounds, out)
+    with open(out, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_rounds_resume_with_another_rho_is_refused(rounds_run, tmp_path):
+    uninterrupted, _ = rounds_run
+    runner = toy_runner(
+        tmp_path, max_iters=12, prune=dict(ROUNDS, rho=0.25),
+        param_scheduler=ROUND_SCHEDULE, resume=True,
+        load_from=osp.join(uninterrupted.work_dir, 'iter_6.pth'))
+    with pytest.raises(RuntimeError, match='60 or more'):
+        runner.train()
+
+
+@pytest.mark.parametrize('change, match', [
+    (dict(max_iters=10), 'training loop of 12 iters'),
+    (dict(prune=dict(ROUNDS, round_iters=None, round_epochs=1)),
+     'by_epoch=False'),
+    (dict(param_scheduler=[dict(type='MultiStepLR', by_epoch=True,
+                                milestones=[1])]), 'steps per epoch'),
+    (dict(param_scheduler=[dict(type='ConstantLR', by_epoch=False,
+                                begin=5, end=8)]), 'after the end of a round'),
+    (dict(prune=dict(ROUNDS, rho=0.9, rounds=3)), 'leaves no neuron'),
+])
+def test_rounds_that_cannot_replay_are_refused(change, match, tmp_path):
+    kwargs = dict(max_iters=12, prune=ROUNDS, param_scheduler=ROUND_SCHEDULE)
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=match):
+        toy_runner(tmp_path, **kwargs).train()
+
+
 # --------------------------------------------------------------------- DDP
 class DesynchroniseRank1(Hook):
     """Just before the first round, rank 1 scales its adapter weights by
@@ -207,12 +329,14 @@ class DesynchroniseRank1(Hook):
     rank records the round-1 masks it would choose by itself."""
     priority = 'ABOVE_NORMAL'  # before MiMiPruneHook in after_train_iter
 
-    def __init__(self):
+    def __init__(self, first_round_iter, select):
+        self.first_round_iter = first_round_iter
+        self.select = select
         self.local_choice = None
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
-        if runner.iter + 1 != PRUNE['interval']:
+        if runner.iter + 1 != self.first_round_iter:
             return
         adapters = [a for _, a in backbone_of(runner).named_slots()]
         if runner.rank == 1:
@@ -222,29 +346,44 @@ class DesynchroniseRank1(Hook):
                     factors = torch.rand(adapter.hidden_dim,
                                          generator=generator)
                     adapter.down.weight.mul_(factors[:, None] * 4)
-        self.local_choice = global_prune_masks(adapters, live_after=40)
+        self.local_choice = self.select(adapters, 40)
 
 
-def _ddp_worker(rank, world_size, port, out_dir):
+# Per schedule: the hook's runner arguments, the iteration of the first
+# round, the selection rule of that round and the neurons left at the end.
+DDP_CASES = {
+    'within': (dict(), PRUNE['interval'], global_prune_masks, 20),
+    'rounds': (dict(max_iters=12, prune=ROUNDS,
+                    param_scheduler=ROUND_SCHEDULE), ROUNDS['round_iters'],
+               official_prune_masks, 10),
+}
+
+
+def _ddp_worker(rank, world_size, port, out_dir, schedule):
     os.environ.update(
         MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
         LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.distributed.init_process_group('gloo', rank=rank,
                                          world_size=world_size)
-    desync = DesynchroniseRank1()
+    runner_kwargs, first_round_iter, select, _ = DDP_CASES[schedule]
+    desync = DesynchroniseRank1(first_round_iter, select)
+    recorder = RecordLR()
     runner = toy_runner(
         osp.join(out_dir, 'work_dir'),
+        **runner_kwargs,
         launcher='pytorch',  # the group exists: the runner only wraps DDP
         # The runner's default wrapper, less device_ids (CPU DDP takes none).
         cfg=dict(model_wrapper_cfg=dict(
             type='MMDistributedDataParallel', device_ids=None,
             broadcast_buffers=False)))
     runner.register_hook(desync)
+    runner.register_hook(recorder)
     runner.train()
     assert is_model_wrapper(runner.model)
     assert_pruned_entries_are_zero(runner)
     torch.save(
-        dict(masks=masks_of(runner), local_choice=desync.local_choice),
+        dict(masks=masks_of(runner), local_choice=desync.local_choice,
+             lrs=recorder.lrs),
         osp.join(out_dir, f'rank{rank}.pth'))
     torch.distributed.destroy_process_group()
 
@@ -256,14 +395,17 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_ddp_ranks_end_with_rank0_masks(tmp_path):
+@pytest.mark.parametrize('schedule', DDP_CASES)
+def test_ddp_ranks_end_with_rank0_masks(schedule, tmp_path):
     torch.multiprocessing.spawn(
-        _ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+        _ddp_worker, args=(2, _free_port(), str(tmp_path), schedule),
+        nprocs=2)
     rank0, rank1 = (torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1))
     for mask0, mask1 in zip(rank0['masks'], rank1['masks']):
         assert torch.equal(mask0, mask1)
+    assert rank0['lrs'] == rank1['lrs']  # (rounds: restarted on every rank)
     final = torch.cat(rank0['masks']).bool()
-    assert final.sum() == 20
+    assert final.sum() == DDP_CASES[schedule][-1]
     # Round 1 applied rank 0's choice on both ranks (the final masks are a
     # subset of it), although rank 1 alone would have chosen other neurons.
     assert rank0['local_choice'].sum() == rank1['local_choice'].sum() == 40
@@ -298,7 +440,10 @@ def tiny_mimi_cfg(config, demo_data, work_dir):
         cfg.model.decode_head.update(in_channels=widths, in_index=[0, 1])
         cfg.model.auxiliary_head.update(in_channels=32, in_index=1)
     (prune, ) = [h for h in cfg.custom_hooks if h.type == 'MiMiPruneHook']
-    prune.update(interval=1, by_epoch=False)
+    if prune.get('schedule') == 'rounds':
+        prune.update(round_epochs=1)  # the caller runs one epoch per round
+    else:
+        prune.update(interval=1, by_epoch=False)
     cfg.train_dataloader.batch_size = 2  # UperNet's BN on a 1x1 pooled map
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # time
     return cfg
@@ -338,3 +483,46 @@ def test_mimi_configs_train_prune_and_deploy(config, demo_data, tmp_path):
             assert torch.allclose(out, ref, atol=1e-5)
     assert all(
         isinstance(a, MiMiAdapter) for _, a in backbone.named_slots())
+
+
+@pytest.mark.slow
+def test_rounds_config_restarts_its_schedule_and_prunes(demo_data, tmp_path):
+    """configs/mimi/fasterrcnn_swinb_voc_rounds.py, each round one epoch of
+    the generated data with the config's own param schedulers: every epoch
+    starts at the warm-up's first learning rate, and every round prunes."""
+    cfg = tiny_mimi_cfg('fasterrcnn_swinb_voc_rounds.py', demo_data, tmp_path)
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=3,
+                         val_interval=3)
+    cfg.default_hooks.checkpoint.update(by_epoch=True, interval=3)
+    cfg.log_processor = dict(by_epoch=True)
+    cfg.train_dataloader.batch_size = 1  # several iterations per epoch
+    runner = Runner.from_cfg(cfg)
+    recorder = RecordLR()
+    runner.register_hook(recorder)
+    runner.train()
+    per_epoch = len(runner.train_dataloader)
+    assert per_epoch > 1
+    starts = [recorder.lrs[e * per_epoch] for e in range(3)]
+    assert starts == pytest.approx([cfg.optim_wrapper.optimizer.lr * 1e-3] *
+                                   3)
+    assert recorder.lrs[per_epoch - 1] > starts[0]  # the warm-up went on
+    with open(osp.join(runner.work_dir, 'mimi_prune.jsonl')) as f:
+        live = [sum(json.loads(line)['widths']) for line in f]
+    # sigma0 = 4 on widths 16/32: 40 neurons, then at least 20, 10, 5
+    assert live[0] == 40 and all(
+        n >= p for n, p in zip(live[1:], (20, 10, 5))) and len(live) == 4
+
+
+def test_weighted_ranking_puts_each_adapter_on_its_own_scale():
+    """weighted=True (official --weighted 1): scores divided by the adapter's
+    best, so a uniformly weak adapter is no longer pruned first."""
+    strong, weak = MiMiAdapter(4, 4), MiMiAdapter(4, 4)
+    with torch.no_grad():
+        for adapter, scale in ((strong, 1.0), (weak, 0.01)):
+            levels = torch.arange(1.0, 5.0) * scale
+            adapter.down.weight.copy_(levels[:, None].expand(4, 4))
+            adapter.up.weight.copy_(levels[None, :].expand(4, 4))
+    plain = global_prune_masks([strong, weak], live_after=4)
+    assert plain.tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+    weighted = global_prune_masks([strong, weak], live_after=4, weighted=True)
+    assert weighted.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]

@@ -70,8 +70,10 @@ def plot(rounds: List[dict], out: str) -> None:
                     va='bottom', fontsize=9)
     ax_abs.set_ylabel('live neurons')
     ax_abs.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.005, 1.0))
-    ax_abs.set_title('MiMi: live hidden neurons per adapter (top of each '
-                     'colour: after that round)', pad=18)
+    # 'schedule' is absent from logs written before the 'rounds' schedule.
+    schedule = rounds[-1].get('schedule', 'within')
+    ax_abs.set_title(f"MiMi ('{schedule}' schedule): live hidden neurons per "
+                     'adapter (top of each colour: after that round)', pad=18)
     ax_rel.set_ylabel('fraction of initial neurons')
     ax_rel.set_ylim(0, 1.02)
     ax_rel.set_xticks(x)

@@ -1,24 +1,5 @@
 # Mona (Yin et al., CVPR 2025): Faster R-CNN, Swin-B (ImageNet-22k), Pascal
-# VOC 07+12, the baseline's 4-epoch schedule (dataset repeated 3x).
-#
-# The full fine-tuning baseline of the same name (model, data, AdamW lr 1e-4
-# weight decay 0.05, schedule) with its Swin-B frozen and a Mona adapter after
-# the attention residual and after the FFN residual of every block: 48
-# adapters, 3,667,456 trainable backbone parameters. The neck and the heads
-# train fully, as in the official Mona code.
-_base_ = ['../baselines/fasterrcnn_swinb_voc.py', '../_base_/peft_hooks.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
-
-# The official ImageNet-22k Swin-B release, read with convert_weights=True:
-#   wget -P checkpoints https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224_22k.pth  # noqa
-pretrained = 'checkpoints/swin_base_patch4_window7_224_22k.pth'
-
-model = dict(
-    backbone=dict(
-        type='MonaSwinTransformer',
-        adapter_cfg=dict(type='Mona', inner_dim=64, dropout=0.1),
-        # Recompute the adapters in backward: same gradients, about a third less
-        # training memory (docs/benchmarks.md).
-        adapter_cp=True,
-        convert_weights=True,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
+# VOC 07+12, the baseline's 4-epoch schedule (dataset repeated 3x): the full
+# fine-tuning baseline with the Mona method base (frozen Swin-B, 48 adapters).
+_base_ = ['../baselines/fasterrcnn_swinb_voc.py', '../_base_/methods/mona.py']
+model = dict(backbone=_base_.peft_backbone)

@@ -108,8 +108,10 @@ class MiMiAdapter(Adapter):
         if self.down is None:
             return self.neuron_mask.new_zeros(0)
         with torch.no_grad():
-            l1 = self.down.weight.abs().sum(1) + self.up.weight.abs().sum(0)
-            return l1.float() / (2 * self.in_dim)
+            # One reduction over [row of down | column of up], as the official
+            # code sums them, so equal weights give bit-equal scores.
+            tied = torch.cat([self.down.weight, self.up.weight.t()], 1)
+            return tied.float().abs().sum(1) / tied.shape[1]
 
     @torch.no_grad()
     def set_mask(self, mask: torch.Tensor) -> None:

@@ -15,6 +15,7 @@ from typing import Dict, Iterator, List, Optional
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import BaseOptimWrapper, OptimWrapperDict
 from mmengine.registry import HOOKS
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
@@ -35,12 +36,25 @@ class FreezePolicy:
     neck nor head (e.g. DETR's query embedding) train.
 
     The default is the official Mona policy: backbone frozen except the
-    adapters, neck and heads fully trained.
+    adapters, neck and heads fully trained. ``train_biases=True`` is
+    RepAdapter's segmentation recipe (the official
+    ``segmentation_task/tools/train.py`` trains every parameter whose name
+    holds ``'bias'``): every bias vector of the backbone trains too -- of
+    linear, conv and norm layers and nn.MultiheadAttention's
+    ``in_proj_bias``; a table like Swin's ``relative_position_bias_table``
+    is no bias vector and stays frozen.
     """
     train_norms: bool = False  # backbone norms (adapters' own always train)
     train_patch_embed: bool = False  # backbone.patch_embed
     train_neck: bool = True
     train_head: bool = True  # every top-level child named '*head'
+    train_biases: bool = False  # every backbone '*.bias' / '*_bias'
+
+
+def is_bias(name: str) -> bool:
+    """A bias vector: the parameter is called ``bias`` or ``*_bias``."""
+    leaf = name.rsplit('.', 1)[-1]
+    return leaf == 'bias' or leaf.endswith('_bias')
 
 
 def policy_flags(model: nn.Module, policy: FreezePolicy) -> Dict[str, bool]:
@@ -61,7 +75,8 @@ def policy_flags(model: nn.Module, policy: FreezePolicy) -> Dict[str, bool]:
         elif group == BACKBONE:
             trains = ((policy.train_norms and name in norm_params)
                       or (policy.train_patch_embed
-                          and name.startswith('backbone.patch_embed.')))
+                          and name.startswith('backbone.patch_embed.'))
+                      or (policy.train_biases and is_bias(name)))
         elif group == NECK:
             trains = policy.train_neck
         elif group == HEAD:
@@ -116,8 +131,10 @@ class PEFTFreezeHook(Hook):
     ``custom_hooks = [dict(type='PEFTFreezeHook', train_norms=False)]``.
 
     Args:
-        train_norms, train_patch_embed, train_neck, train_head: the
-            :class:`FreezePolicy` (defaults: the official Mona policy).
+        train_norms, train_patch_embed, train_neck, train_head,
+            train_biases: the :class:`FreezePolicy` (defaults: the official
+            Mona policy; ``train_biases=True``: RepAdapter's segmentation
+            recipe).
         out_file: the parameter table as JSON, relative to ``work_dir``.
 
     Under DDP the wrapper only synchronises the parameters that required grad
@@ -132,9 +149,10 @@ class PEFTFreezeHook(Hook):
                  train_patch_embed: bool = False,
                  train_neck: bool = True,
                  train_head: bool = True,
+                 train_biases: bool = False,
                  out_file: str = 'peft_params.json'):
         self.policy = FreezePolicy(train_norms, train_patch_embed, train_neck,
-                                   train_head)
+                                   train_head, train_biases)
         self.out_file = out_file
 
     def before_run(self, runner) -> None:
@@ -148,6 +166,45 @@ class PEFTFreezeHook(Hook):
             runner.model = runner.wrap_model(wrapper_cfg, runner.model.module)
             runner.logger.info('PEFTFreezeHook: re-wrapped the model so that '
                                'DDP synchronises the new trainable set.')
+        if changed and isinstance(runner.optim_wrapper,
+                                  (BaseOptimWrapper, OptimWrapperDict)):
+            self._rebuild_optimizer(runner)
+
+    @staticmethod
+    def _rebuild_optimizer(runner) -> None:
+        """Build the optimizer (and the param schedulers driving it) again
+        from the config when parameters the policy unfroze (backbone biases,
+        norms) are missing from it: the runner built it before ``before_run``
+        and mmengine's paramwise constructor leaves frozen parameters out."""
+        in_optim = {id(p) for p in optimizer_params(runner.optim_wrapper)}
+        model = unwrap_model(runner.model)
+        missing = [
+            name for name, param in model.named_parameters()
+            if param.requires_grad and id(param) not in in_optim
+        ]
+        if not missing:
+            return
+        optim_cfg = runner.cfg.get('optim_wrapper')
+        scheduler_cfg = runner.cfg.get('param_scheduler')
+        if optim_cfg is None or (runner.param_schedulers is not None
+                                 and scheduler_cfg is None):
+            raise FreezePolicyError(
+                f'PEFTFreezeHook: the policy trains {len(missing)} parameters '
+                f'that were frozen when the runner built its optimizer '
+                f'({_preview(missing)}), so the optimizer lacks them, and the '
+                "runner's cfg has no optim_wrapper / param_scheduler to build "
+                'it again from. Build the runner with Runner.from_cfg(cfg) '
+                '(or pass cfg=dict(optim_wrapper=..., param_scheduler=...)).')
+        runner.optim_wrapper = runner.build_optim_wrapper(
+            copy.deepcopy(optim_cfg))
+        runner.scale_lr(runner.optim_wrapper, runner.auto_scale_lr)
+        if runner.param_schedulers is not None:
+            runner.param_schedulers = runner.build_param_scheduler(
+                copy.deepcopy(scheduler_cfg))
+        runner.logger.info(
+            f'PEFTFreezeHook: rebuilt the optimizer and its param schedulers '
+            f'from the config, with the {len(missing)} parameters the policy '
+            f'unfroze ({_preview(missing)}).')
 
     def before_train(self, runner) -> None:
         model = unwrap_model(runner.model)
