@@ -196,6 +196,7 @@ def test_dota_metric_pool_follows_nproc(nproc, expected, monkeypatch):
     (``None``: mmrotate's 4, capped at the CPU count)."""
     import numpy as np
     from mmrotate.evaluation.functional import mean_ap
+    from mmengine.registry import DefaultScope
     from mmrotate.registry import METRICS
 
     sizes = []
@@ -217,7 +218,9 @@ def test_dota_metric_pool_follows_nproc(nproc, expected, monkeypatch):
     cfg = dict(type='DOTAMetric', metric='mAP')
     if nproc is not None:
         cfg['nproc'] = nproc
-    metric = METRICS.build(cfg)
+    # In mmrotate's scope, whatever scope an earlier test left as default.
+    with DefaultScope.overwrite_default_scope('mmrotate'):
+        metric = METRICS.build(cfg)
     metric.dataset_meta = dict(classes=('plane', ))
     box = np.array([[10., 10., 6., 4., 0.]], np.float32)
     gt = dict(bboxes=box, labels=np.array([0]),
