@@ -378,3 +378,20 @@ def test_resume_refuses_an_export_even_without_exact_resume_hook(
                load_from=osp.join(work_dir, 'iter_1_deploy.pth'))
     with pytest.raises(NotResumableError, match='is a deploy checkpoint'):
         build_runner(cfg).train()
+
+
+def test_mona_run_files_load_weights_only(mona_run):
+    """What a real run writes needs no opt-in: the training checkpoint only
+    allow-listed types, the deploy and adapter-only files none at all."""
+    from test_checkpoint_security import allowed_names
+    _, work_dir = mona_run
+    files = {name: osp.join(work_dir, f'iter_1{name}.pth')
+             for name in ('', '_deploy', '_adapters')}
+    needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(
+        files['']))
+    assert needed and needed <= allowed_names(), needed - allowed_names()
+    for name in ('_deploy', '_adapters'):
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(
+            files[name]) == []
+        torch.load(files[name], weights_only=True)  # stock torch, too
+    assert load_file(files[''])['meta']['iter'] == 1
