@@ -367,6 +367,15 @@ def test_resuming_a_stock_swin_checkpoint_into_the_mona_config(
     assert f'load_from={path}) without --resume' in message
     assert "init_cfg=dict(type='Pretrained'" in message
 
+    # The advice works: a training run loads it, the adapters keep their
+    # init. Evaluating the Mona model from it would use untrained adapters.
+    mona = tiny_method_cfg('mona', demo_data, str(tmp_path / 'from_stock'),
+                           max_iters=1)
+    mona.load_from = path
+    build_runner(mona.copy()).train()
+    with pytest.raises(CheckpointMismatchError, match='attn_adapter'):
+        build_runner(mona).load_or_resume()
+
 
 def test_resume_refuses_an_export_even_without_exact_resume_hook(
         mona_run, tmp_path):

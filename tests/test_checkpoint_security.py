@@ -235,6 +235,25 @@ def test_allow_pickle_flag_converts_a_legacy_file_to_a_safe_one(
     assert any('.attn_adapter.' in k for k in converted['state_dict'])
 
 
+def test_train_tool_loads_a_legacy_file_with_allow_pickle(
+        legacy, toy, monkeypatch, tmp_path):
+    from legacy_objects import LegacyConfig
+    config, _ = toy
+    path = str(tmp_path / 'legacy_toy.pth')
+    state = {f'linear.{k}': v
+             for k, v in torch.nn.Linear(4, 1).state_dict().items()}
+    torch.save(dict(meta=dict(config=LegacyConfig()), state_dict=state), path)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    argv = ['train.py', config, '--cfg-options', f'load_from={path}',
+            '--work-dir', str(tmp_path / 'work')]
+    monkeypatch.setattr(sys, 'argv', argv)
+    with pytest.raises(UnsafeCheckpointError, match='LegacyConfig'):
+        load_tool('train').main()
+    monkeypatch.setattr(sys, 'argv', argv + ['--allow-pickle'])
+    load_tool('train').main()
+    assert osp.isfile(tmp_path / 'work' / 'iter_2.pth')
+
+
 def test_config_key_turns_the_opt_in_on(legacy, toy, tmp_path):
     config, _ = toy
     with open(config, 'a') as f:

@@ -11,6 +11,7 @@ from typing import Optional
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
+from mmengine.runner import BaseLoop
 from torch.optim import Optimizer
 
 from .checkpoint_io import (ALLOW_PARTIAL_KEY, check_checkpoint_fits,
@@ -25,7 +26,8 @@ class CheckpointCheckHook(Hook):
     hooks that edit the checkpoint, e.g. ``AdapterLoadHook``) check it with
     :func:`~mmpeft.engine.checkpoint_io.check_checkpoint_fits`; when
     resuming also that it is a training checkpoint of this config (weights
-    and optimizer parameter groups).
+    and optimizer parameter groups). ``load_from`` in a training run may
+    lack the adapters (they keep their init): PEFT from a stock detector.
 
     Args:
         allow_partial: let ``load_from`` leave weights unloaded (a warning
@@ -45,8 +47,10 @@ class CheckpointCheckHook(Hook):
             allow_partial = bool(runner.cfg.get(ALLOW_PARTIAL_KEY, False))
         if resume:
             check_resumable(checkpoint, path)
+        # train() builds its loop before loading; test() and val() do not.
+        training = isinstance(getattr(runner, '_train_loop', None), BaseLoop)
         check_checkpoint_fits(unwrap_model(runner.model), checkpoint, path,
-                              runner.cfg, resume, allow_partial)
+                              runner.cfg, resume, allow_partial, training)
         optimizer = getattr(runner.optim_wrapper, 'optimizer', None)
         saved = checkpoint.get('optimizer')
         if resume and isinstance(optimizer, Optimizer) and isinstance(

@@ -294,12 +294,16 @@ def check_checkpoint_fits(model: nn.Module,
                           path: str,
                           cfg: Mapping,
                           resume: bool = False,
-                          allow_partial: bool = False) -> Dict[str, list]:
+                          allow_partial: bool = False,
+                          training: bool = False) -> Dict[str, list]:
     """Raise :class:`CheckpointMismatchError` unless ``checkpoint`` (read
     from ``path``, not yet in ``model``) is the right kind of file for
     ``cfg`` and fills every weight of ``model`` (with ``allow_partial``, a
-    partial load is returned instead). Returns the mismatch."""
+    partial load is returned instead). ``training`` (``load_from`` of a
+    training run): adapters the checkpoint lacks keep their init, as when
+    PEFT starts from a stock detector. Returns the mismatch."""
     from .export import ADAPTER_META_KEY, DEPLOY_META_KEY
+    from .param_table import adapter_prefixes
     from ..models.peft_backbone import _preview
     meta = checkpoint.get('meta') or {}
     config = getattr(cfg, 'filename', None) or 'this config'
@@ -326,6 +330,15 @@ def check_checkpoint_fits(model: nn.Module,
             'written by AdapterMergeHook or tools/merge_adapters.py).')
     state = checkpoint.get('state_dict', checkpoint)
     mismatch = state_dict_mismatch(model, state)
+    adapters = adapter_prefixes(model)
+    fresh = [k for k in mismatch['missing'] if k.startswith(adapters)]
+    if training and not resume and adapters and fresh:
+        mismatch['missing'] = [k for k in mismatch['missing']
+                               if k not in fresh]
+        print_log(
+            f'load_from {path}: {len(fresh)} adapter weights are not in it '
+            'and keep their init (fine-tuning starts from its other '
+            'weights).', logger='current')
     if not any(mismatch.values()):
         return mismatch
     counts = (f'{len(mismatch["missing"])} of the model\'s '
