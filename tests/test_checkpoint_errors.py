@@ -142,7 +142,7 @@ def test_merge_adapters_names_a_broken_input(kind, toy_run, monkeypatch,
 
 
 def test_bad_adapter_file_is_reported_under_its_own_name(
-        toy_run, monkeypatch, capsys):
+        toy_run, monkeypatch):
     _, config, work_dir, broken = toy_run
     base = osp.join(work_dir, 'iter_2.pth')
     monkeypatch.setattr(
@@ -302,7 +302,7 @@ def run_test_tool(monkeypatch, *argv):
      '--adapter {work_dir}/iter_1_adapters.pth'),
 ])
 def test_test_tool_refuses_a_file_for_another_config(
-        config, checkpoint, what, fix, mona_run, monkeypatch, capsys):
+        config, checkpoint, what, fix, mona_run, monkeypatch):
     _, work_dir = mona_run
     checkpoint = osp.join(work_dir, checkpoint)
     with pytest.raises(CheckpointMismatchError) as error:

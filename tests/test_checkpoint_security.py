@@ -23,7 +23,7 @@ from mmengine.registry import MODELS
 from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
 
 from checkpoint_support import toy_config, write_malicious
-from helpers import REPO_ROOT, load_tool
+from helpers import load_tool
 from mmpeft.engine import check_resumable_file
 from mmpeft.engine.checkpoint_io import (CheckpointReadError,
                                          UnsafeCheckpointError, load_file,

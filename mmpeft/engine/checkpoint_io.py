@@ -243,20 +243,6 @@ def _unreadable_message(path: str, size: int, error: Exception) -> str:
             'download the file again, or use another checkpoint.')
 
 
-def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
-    """The weights of a checkpoint file (``state_dict`` / ``model`` entry,
-    or the file itself when it is a bare state dict)."""
-    checkpoint = load_file(path)
-    if not isinstance(checkpoint, Mapping):
-        raise CheckpointReadError(
-            f'{path!r} holds a {type(checkpoint).__name__}, not a checkpoint '
-            '(a dict of tensors, or one with a state_dict entry).')
-    for key in ('state_dict', 'model'):
-        if isinstance(checkpoint.get(key), Mapping):
-            return checkpoint[key]
-    return checkpoint
-
-
 # --------------------------------------------------------------------------
 # Does the checkpoint fit the config?
 # --------------------------------------------------------------------------
