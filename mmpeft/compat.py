@@ -81,35 +81,34 @@ def _atomic_local_checkpoint_save() -> None:
             module.save_checkpoint = save_checkpoint
 
 
-def _load_local_checkpoints_as_pickles() -> None:
+def _load_local_checkpoints_safely() -> None:
     """mmengine 0.10.7 loads local checkpoints with a bare ``torch.load``
     (``load_from_local`` in ``mmengine/runner/checkpoint.py``). Since torch
     2.6 that means ``weights_only=True``, which refuses mmengine's own
-    training checkpoints: their ``message_hub`` holds ``HistoryBuffer``s and
-    numpy arrays, whose dtypes unpickle through ``builtins.getattr`` (not
-    safely allow-listable). ``--resume`` and ``load_from`` fail.
+    training checkpoints (their ``message_hub`` holds ``HistoryBuffer``s and
+    numpy arrays), so ``--resume`` and ``load_from`` fail; and a missing,
+    empty or truncated file ends in a raw torch error that does not name it.
 
-    Re-register mmengine's local loader with ``weights_only=False``, the
-    behaviour mmengine was written for (torch < 2.6). Only local files read
-    through mmengine's ``CheckpointLoader`` are affected; as with any mmengine
-    release, load only checkpoints you trust.
+    Re-register mmengine's local loader as
+    :func:`mmpeft.engine.checkpoint_io.load_file`: still ``weights_only=True``,
+    with exactly the types mmengine's checkpoints need allow-listed for that
+    call (never process-wide), errors naming the file, and full pickles only
+    with the explicit opt-in (``--allow-pickle``, ``mmpeft_allow_pickle``).
+    Remote schemes keep mmengine's loaders (a bare ``torch.load``, i.e.
+    ``weights_only=True``).
     """
-    import torch
     from mmengine.runner import checkpoint as checkpoint_module
 
     original = checkpoint_module.CheckpointLoader._schemes['']
-    if getattr(original, 'mmpeft_pickles', False):
+    if getattr(original, 'mmpeft_safe', False):
         return
 
     @functools.wraps(original)
     def load_from_local(filename, map_location):
-        filename = osp.expanduser(filename)
-        if not osp.isfile(filename):
-            raise FileNotFoundError(f'{filename} can not be found.')
-        return torch.load(
-            filename, map_location=map_location, weights_only=False)
+        from mmpeft.engine.checkpoint_io import load_file
+        return load_file(filename, map_location=map_location)
 
-    load_from_local.mmpeft_pickles = True
+    load_from_local.mmpeft_safe = True
     checkpoint_module.CheckpointLoader.register_scheme(
         prefixes='', loader=load_from_local, force=True)
 
@@ -321,7 +320,7 @@ def packed_self_attention(attn, x):
 def apply() -> None:
     _alias_collections_abc()
     _atomic_local_checkpoint_save()
-    _load_local_checkpoints_as_pickles()
+    _load_local_checkpoints_safely()
     _summarise_frozen_params_left_out_of_optimizer()
     _cpu_distributed_without_cuda()
     _dota_metric_nproc()

@@ -17,7 +17,10 @@ are the official ones). Neck and head keys are copied unchanged: mmdet 2.x and
 
 A whole-model checkpoint (``backbone.*`` keys) converts to a whole-model one,
 for ``load_from`` or ``tools/test.py``; a bare backbone state dict converts to
-a bare one, for ``MonaSwinTransformer.load_state_dict``.
+a bare one, for ``MonaSwinTransformer.load_state_dict``. The source is read
+with ``weights_only=True``; an mmcv 1.x file that holds pickled objects needs
+``--allow-pickle`` (only for a file you trust). The output holds tensors and
+plain metadata only, so it loads without the opt-in.
 """
 import argparse
 from collections import OrderedDict
@@ -26,6 +29,8 @@ from typing import Dict
 import torch
 from mmdet.models.backbones.swin import swin_converter
 from mmengine.runner import CheckpointLoader
+
+from mmpeft.engine.checkpoint_io import add_allow_pickle_argument
 
 PREFIX = 'backbone.'
 ADAPTER_NAMES = (('.my_module_1.', '.attn_adapter.'),
@@ -73,6 +78,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('src', help='official Mona checkpoint (path or URL)')
     parser.add_argument('dst', help='where to write the converted checkpoint')
+    add_allow_pickle_argument(parser)
     return parser.parse_args(argv)
 
 

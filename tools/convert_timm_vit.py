@@ -15,6 +15,7 @@ import torch
 from mmengine.runner import CheckpointLoader
 from mmengine.utils import mkdir_or_exist
 
+from mmpeft.engine.checkpoint_io import add_allow_pickle_argument
 from mmpeft.models.vit import convert_timm_vit, unwrap_checkpoint
 
 
@@ -23,6 +24,7 @@ def main() -> None:
         description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('src', help='timm / DeiT checkpoint (path or URL)')
     parser.add_argument('dst', help='where to write the converted state dict')
+    add_allow_pickle_argument(parser)
     args = parser.parse_args()
     checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
     converted = convert_timm_vit(unwrap_checkpoint(checkpoint))

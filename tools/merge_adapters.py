@@ -19,6 +19,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import load_checkpoint
 
 from mmpeft.engine import apply_freeze_policy
+from mmpeft.engine.checkpoint_io import add_allow_pickle_argument
 from mmpeft.engine.export import (adapter_checkpoint, build_from_config,
                                   save_atomic, write_deploy)
 from mmpeft.engine.peft_freeze_hook import policy_from_config
@@ -44,6 +45,7 @@ def parse_args():
                         nargs='+',
                         action=DictAction,
                         help='override settings of the config, xxx=yyy format')
+    add_allow_pickle_argument(parser)
     return parser.parse_args()
 
 

@@ -3,7 +3,9 @@
 One script for the three codebases: the config's ``default_scope`` picks the
 registries and the config's stock evaluator computes the metrics, which are
 logged and printed at the end as one JSON line. Arguments follow mmdet's
-tools/test.py.
+tools/test.py. The checkpoint must fit the config (every weight loaded, a
+deploy file with the deploy config, a training file with the training one),
+and is read with ``weights_only=True`` unless ``--allow-pickle``.
 """
 import argparse
 import json
@@ -12,6 +14,8 @@ import mmpeft  # noqa: F401  registers mmpeft; must precede mmrotate imports
 from mmengine.dist import is_main_process
 from mmengine.evaluator import DumpResults
 
+from mmpeft.engine.checkpoint_io import (ALLOW_PARTIAL_KEY,
+                                         DEPLOY_CONFIG_KEY, is_deploy_config)
 from mmpeft.engine.preflight import preflight
 from mmpeft.engine.runner import (build_runner, load_config,
                                    parse_launch_args)
@@ -28,6 +32,12 @@ def parse_args():
         metavar='CKPT',
         help='adapter-only checkpoint (`*_adapters.pth`) to load on top of '
         '`checkpoint`, the frozen base it was trained on (checked by hash)')
+    parser.add_argument(
+        '--allow-partial',
+        action='store_true',
+        help='evaluate even if the checkpoint leaves model weights unloaded '
+        'or has unexpected ones (a warning names them); by default that is '
+        'an error. Config equivalent: mmpeft_allow_partial = True')
     parser.add_argument(
         '--work-dir',
         help='the directory to save the file containing evaluation metrics')
@@ -75,7 +85,11 @@ def main():
     cfg = load_config(args.config, args.launcher, args.cfg_options,
                       args.work_dir)
 
+    # Recognise a deploy config by the file it loads before that is replaced.
+    cfg[DEPLOY_CONFIG_KEY] = is_deploy_config(cfg)
     cfg.load_from = args.checkpoint
+    if args.allow_partial:
+        cfg[ALLOW_PARTIAL_KEY] = True
     if args.adapter is not None:
         cfg.custom_hooks = [
             *cfg.get('custom_hooks', []),

@@ -1,6 +1,9 @@
 """Registered hooks: freezing and accounting, MiMi pruning, merge on save."""
 from .adapter_load_hook import AdapterLoadHook
 from .adapter_merge_hook import AdapterMergeHook
+from .checkpoint_check_hook import CheckpointCheckHook
+from .checkpoint_io import (CheckpointMismatchError, CheckpointReadError,
+                            UnsafeCheckpointError)
 from .exact_resume_hook import (ExactResumeHook, NotResumableError,
                                 check_resumable_file)
 from .export import (AdapterCheckpointError, adapter_checkpoint,
@@ -13,6 +16,8 @@ from .peft_freeze_hook import (FreezePolicy, FreezePolicyError, PEFTFreezeHook,
 
 __all__ = [
     'AdapterLoadHook', 'AdapterMergeHook', 'AdapterCheckpointError',
+    'CheckpointCheckHook', 'CheckpointMismatchError', 'CheckpointReadError',
+    'UnsafeCheckpointError',
     'adapter_checkpoint', 'load_adapter_checkpoint', 'write_deploy',
     'count_params', 'format_table', 'FreezePolicy', 'FreezePolicyError',
     'PEFTFreezeHook', 'apply_freeze_policy',

@@ -32,6 +32,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import find_latest_checkpoint
 
+from .checkpoint_io import load_file
 from .export import ADAPTER_META_KEY, DEPLOY_META_KEY
 
 
@@ -90,7 +91,7 @@ class ExactResumeHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Runs before the checkpoint's weights are loaded into the model."""
         if getattr(runner, '_resume', False):  # load_from is not resuming
-            check_resumable(checkpoint, _resume_source(runner))
+            check_resumable(checkpoint, resume_source(runner))
 
     # -------------------------------------------------------------- seeding
     def before_train(self, runner) -> None:
@@ -151,15 +152,15 @@ def check_resumable(checkpoint: dict, path: str = 'the checkpoint') -> None:
 
 
 def check_resumable_file(path: str) -> None:
-    """:func:`check_resumable` for a local file (memory-mapped: the tensors
-    are not read). Other paths are left to mmengine's loader."""
-    if osp.isfile(path):
-        check_resumable(
-            torch.load(path, map_location='cpu', mmap=True,
-                       weights_only=False), path)
+    """:func:`check_resumable` for a local file, read safely (memory-mapped:
+    the tensors are not read); a missing, unreadable or unsafe file raises
+    :class:`~mmpeft.engine.checkpoint_io.CheckpointReadError` naming it.
+    Remote paths (``scheme://``) are left to mmengine's loader."""
+    if '://' not in str(path):
+        check_resumable(load_file(path, mmap=True), path)
 
 
-def _resume_source(runner) -> str:
+def resume_source(runner) -> str:
     """The file being resumed from, as the runner chose it."""
     path = getattr(runner, '_load_from', None) or find_latest_checkpoint(
         runner.work_dir)

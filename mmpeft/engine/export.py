@@ -36,6 +36,7 @@ from torch import nn
 
 from ..models.peft_backbone import (PEFTBackboneMixin, _preview,
                                     merge_adapters)
+from .checkpoint_io import DEPLOY_CONFIG_KEY, load_file
 from .param_table import adapter_prefixes, unwrap_model
 
 ADAPTER_META_KEY = 'mmpeft_adapters'
@@ -201,8 +202,10 @@ def adapter_checkpoint(model: nn.Module,
 # Loading an adapter-only checkpoint on top of a base
 # --------------------------------------------------------------------------
 def read_adapter_checkpoint(path: str) -> dict:
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    if ADAPTER_META_KEY not in checkpoint.get('meta', {}):
+    """The adapter-only file at ``path``, read safely; errors name it."""
+    checkpoint = load_file(path)
+    if not isinstance(checkpoint, dict) or ADAPTER_META_KEY not in (
+            checkpoint.get('meta') or {}):
         raise AdapterCheckpointError(
             f'{path} is not an mmpeft adapter-only checkpoint (its meta has '
             f'no {ADAPTER_META_KEY!r}). Pass a `*_adapters.pth` written by '
@@ -341,7 +344,9 @@ def deploy_config(cfg: Config, merged: nn.Module, checkpoint: str) -> Config:
     """``cfg`` changed to build ``merged`` and load it from ``checkpoint``.
 
     mmpeft's training hooks are dropped, and so is ``import mmpeft`` when
-    nothing in the config needs it any more."""
+    nothing in the config needs it any more. ``adapters_merged = True``
+    marks it, so that ``tools/test.py`` refuses training checkpoints under
+    it."""
     name, backbone = find_peft_backbone(merged)
     plain = cfg.to_dict()
     parent = plain['model']
@@ -368,6 +373,7 @@ def deploy_config(cfg: Config, merged: nn.Module, checkpoint: str) -> Config:
             plain.pop('custom_imports', None)
     plain['load_from'] = osp.abspath(checkpoint)
     plain['resume'] = False
+    plain[DEPLOY_CONFIG_KEY] = True
     return Config(plain)
 
 
