@@ -15,6 +15,7 @@ import torch
 from mmengine.config import Config
 
 from mmpeft.engine import AdapterCheckpointError, load_adapter_checkpoint
+from mmpeft.engine.checkpoint_io import load_file
 from mmpeft.engine.export import build_from_config
 
 FIXTURES = osp.join(osp.dirname(__file__), 'fixtures', 'v0_1')
@@ -26,8 +27,9 @@ def fixture(method, name):
 
 
 def load_state(path):
-    # Our own fixture files, written by mmpeft 0.1 in this repository.
-    return torch.load(path, map_location='cpu', weights_only=False)
+    """The safe loader of every mmpeft tool (weights only: 0.1's training
+    checkpoints need no pickle opt-in)."""
+    return load_file(path)
 
 
 def config(method, name):
