@@ -60,10 +60,10 @@ def prune_and_shrink_mimi(backbone, sigma_target: int = 32) -> None:
 # 2408.08345, Table 1 and its baseline paragraph), each on both generic hosts
 # at the place its own paper puts it. Width 64 everywhere: the official
 # default of the Houlsby adapter (adapter-bert `hidden_size=64`) and of
-# AdaptFormer (`ffn_num=64`); LoRA's rank 64 and LoRand's bottleneck 64 are
-# our reading of the Mona paper, which gives its baselines one intermediate
-# width and whose trainable counts (README "Comparison methods") match
-# width 64 for Adapter, AdaptFormer and LoRA to within 3%.
+# AdaptFormer (`ffn_num=64`), and with it tools/count_params.py gives the
+# Mona paper's "% of backbone" for Swin-B exactly (3.58%, 1.79%); LoRA's rank
+# 64 and LoRand's bottleneck 64 are our choice, the paper states neither
+# (README "Comparison methods": our counts next to the paper's).
 HOST_TYPES = {'swin': 'AdapterSwinTransformer',
               'vit': 'AdapterVisionTransformer'}
 COMPARISON = {
