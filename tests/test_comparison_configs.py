@@ -121,3 +121,56 @@ def test_one_step_of_each_config_moves_only_adapters(config, demo_data,
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     cfg.default_hooks.checkpoint.interval = 10  # one step, no checkpoint
     assert_only_adapters_moved(*train_one_step(cfg))
+
+
+def swin_b_count(method):
+    """Trainable backbone parameters of ``method`` on Swin-B, in closed form
+    from each adapter's shapes (widths C = 128, 256, 512, 1024; depths 2,
+    2, 18, 2; width / rank m = 64; LoRand 2 branches of 8x8 kernels)."""
+    widths = [c for c, depth in zip((128, 256, 512, 1024), (2, 2, 18, 2))
+              for _ in range(depth)]
+    m, alpha, beta = 64, 2, 8
+    per_block = dict(
+        adapter=lambda c: 2 * (2 * c * m + m + c),
+        adaptformer=lambda c: 2 * c * m + m + c,
+        lora=lambda c: m * (c + 3 * c),  # A: (r, C), B: (3C, r) on qkv
+        lorand=lambda c: 2 * (alpha * (2 * beta * (c + m) + beta ** 2) + m
+                              + c))[method]
+    return sum(per_block(c) for c in widths)
+
+
+def readme_comparison_rows():
+    """method -> (trainable params, our %) of the README's Swin-B table."""
+    with open(osp.join(REPO_ROOT, 'README.md')) as f:
+        text = f.read().split('### Comparison methods', 1)[1]
+    rows = {}
+    for line in text.split('\n\n### ', 1)[0].splitlines():
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        if len(cells) == 5 and cells[1].replace(',', '').isdigit():
+            rows[cells[0]] = (int(cells[1].replace(',', '')), cells[2])
+    return rows
+
+
+README_NAMES = dict(adapter='Adapter', adaptformer='AdaptFormer', lora='LoRA',
+                    lorand='LoRand')
+
+
+@pytest.mark.parametrize('method', COMPARISON)
+def test_readme_swin_b_counts_are_the_configs(method):
+    """The README's numbers are those of the Swin-B config's backbone (what
+    tools/count_params.py prints in its adapters row), and of the adapters'
+    shapes."""
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, f'configs/{method}/maskrcnn_swinb_coco.py'))
+    init_default_scope(cfg.default_scope)
+    backbone = importlib.import_module('mmdet.registry').MODELS.build(
+        cfg.model.backbone)
+    adapters = set(backbone.adapter_param_names())
+    params = dict(backbone.named_parameters())
+    trainable = sum(params[n].numel() for n in adapters)
+    pretrained = sum(p.numel() for n, p in params.items() if n not in adapters)
+    assert pretrained == 86_745_016
+    assert trainable == swin_b_count(method)
+    count, percent = readme_comparison_rows()[README_NAMES[method]]
+    assert count == trainable
+    assert percent == f'{100 * trainable / pretrained:.2f}%'
