@@ -16,8 +16,8 @@ import math
 from typing import Optional, Sequence, Union
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .base import Adapter, register_adapter
 

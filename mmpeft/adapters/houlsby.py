@@ -27,7 +27,9 @@ class HoulsbyAdapter(Adapter):
         init_scale: stddev of the weights' truncated-normal init (1e-3).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int = 64,
+    def __init__(self,
+                 in_dim: int,
+                 hidden_dim: int = 64,
                  init_scale: float = 1e-3):
         super().__init__()
         self.init_scale = init_scale
@@ -39,7 +41,8 @@ class HoulsbyAdapter(Adapter):
 
     def reset_parameters(self) -> None:
         for weight in (self.weights1, self.weights2):
-            nn.init.trunc_normal_(weight, std=self.init_scale,
+            nn.init.trunc_normal_(weight,
+                                  std=self.init_scale,
                                   a=-2 * self.init_scale,
                                   b=2 * self.init_scale)
         nn.init.zeros_(self.biases1)

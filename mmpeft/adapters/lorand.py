@@ -46,12 +46,16 @@ class LoRand(Adapter):
                  kernel_dim: int = 8):
         super().__init__()
         self.num_branch = num_branch
-        shapes = dict(DP=(in_dim, kernel_dim), DQ=(kernel_dim, hidden_dim),
-                      K=(kernel_dim, kernel_dim), UP=(hidden_dim, kernel_dim),
+        shapes = dict(DP=(in_dim, kernel_dim),
+                      DQ=(kernel_dim, hidden_dim),
+                      K=(kernel_dim, kernel_dim),
+                      UP=(hidden_dim, kernel_dim),
                       UQ=(kernel_dim, in_dim))
         self.param_dict = nn.ParameterDict({
-            f'{name}{i}': nn.Parameter(torch.empty(shape))
-            for i in range(num_branch) for name, shape in shapes.items()
+            f'{name}{i}':
+            nn.Parameter(torch.empty(shape))
+            for i in range(num_branch)
+            for name, shape in shapes.items()
         })
         self.bias_D = nn.Parameter(torch.empty(hidden_dim))
         self.bias_U = nn.Parameter(torch.empty(in_dim))
