@@ -56,6 +56,49 @@ def prune_and_shrink_mimi(backbone, sigma_target: int = 32) -> None:
     backbone.merge_adapters()
 
 
+# The adapter-based methods the Mona paper compares against (arXiv
+# 2408.08345, Table 1 and its baseline paragraph), each on both generic hosts
+# at the place its own paper puts it. Width 64 everywhere: the official
+# default of the Houlsby adapter (adapter-bert `hidden_size=64`) and of
+# AdaptFormer (`ffn_num=64`), and with it tools/count_params.py gives the
+# Mona paper's "% of backbone" for Swin-B exactly (3.58%, 1.79%); LoRA's rank
+# 64 and LoRand's bottleneck 64 are our choice, the paper states neither
+# (README "Comparison methods": our counts next to the paper's).
+HOST_TYPES = {'swin': 'AdapterSwinTransformer',
+              'vit': 'AdapterVisionTransformer'}
+COMPARISON = {
+    # Houlsby bottleneck on each sublayer output, before the residual add
+    # (Houlsby et al. 2019, Fig. 2; as MiMi). adapter-bert defaults: m = 64,
+    # init_scale 1e-3.
+    'adapter': (dict(attn=dict(series=dict(type='HoulsbyAdapter',
+                                           hidden_dim=64)),
+                     ffn=dict(series=dict(type='HoulsbyAdapter',
+                                          hidden_dim=64))),
+                'Houlsby et al., ICML 2019, arXiv 1902.00751', False),
+    # Parallel to the FFN only; the official image-run defaults (AdaptFormer
+    # main_image.py tuning_config): ffn_num 64, scalar 0.1, no layernorm,
+    # 'lora' init, dropout 0.1.
+    'adaptformer': (dict(ffn=dict(parallel=dict(
+        type='AdaptFormer', hidden_dim=64, scale=0.1, layernorm='none',
+        dropout=0.1))),
+                    'Chen et al., NeurIPS 2022, arXiv 2205.13535', False),
+    # On the attention's fused qkv weight (the Mona paper: "parallel
+    # learnable matrices to the multi-head attention weights"); r = 64 (see
+    # above), alpha = r (scale 1: the paper gives none), no dropout.
+    'lora': (dict(attn=dict(qkv=dict(type='LoRA', r=64, alpha=64,
+                                     dropout=0.0))),
+             'Hu et al., ICLR 2022, arXiv 2106.09685', True),
+    # After the attention and after the FFN of every block, before the
+    # residual add, as the LoRand paper's figure places it. alpha = 2
+    # branches (the public port's default), kernel beta = 8, m = 64: our
+    # choice, the paper's values were not found (mmpeft/adapters/lorand.py).
+    'lorand': (dict(attn=dict(series=dict(type='LoRand', hidden_dim=64,
+                                          num_branch=2, kernel_dim=8)),
+                    ffn=dict(series=dict(type='LoRand', hidden_dim=64,
+                                         num_branch=2, kernel_dim=8))),
+               'Yin et al., CVPR 2023 ("1% VS 100%")', False),
+}
+
 METHODS: Dict[str, Method] = {
     m.name: m
     for m in (
@@ -71,6 +114,12 @@ METHODS: Dict[str, Method] = {
                paper='Marouf et al., WACV 2024, arXiv 2311.03873',
                config_base='configs/_base_/methods/mimi.py',
                deploy=prune_and_shrink_mimi),
+        *(Method(f'{name}_{host}', host,
+                 dict(type=HOST_TYPES[host], adapters=adapters),
+                 paper=paper, merges=merges,
+                 config_base=f'configs/_base_/methods/{name}_{host}.py')
+          for name, (adapters, paper, merges) in COMPARISON.items()
+          for host in HOST_TYPES),
     )
 }
 

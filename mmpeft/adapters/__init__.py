@@ -3,7 +3,10 @@ and weight adapters (updates of one linear layer)."""
 from .base import (ADAPTERS, Adapter, WeightAdapter, build_adapter,
                    build_weight_adapter, check_token_map, iter_adapters,
                    register_adapter)
+from .adaptformer import AdaptFormer
+from .houlsby import HoulsbyAdapter
 from .lora import LoRA
+from .lorand import LoRand
 from .mimi import MiMiAdapter
 from .mona import Mona
 from .repadapter import RepAdapter
@@ -11,5 +14,6 @@ from .repadapter import RepAdapter
 __all__ = [
     'ADAPTERS', 'Adapter', 'WeightAdapter', 'build_adapter',
     'build_weight_adapter', 'check_token_map', 'iter_adapters',
-    'register_adapter', 'LoRA', 'Mona', 'RepAdapter', 'MiMiAdapter'
+    'register_adapter', 'LoRA', 'Mona', 'RepAdapter', 'MiMiAdapter',
+    'HoulsbyAdapter', 'AdaptFormer', 'LoRand'
 ]
