@@ -94,11 +94,19 @@ def test_lock_file_names_pid_host_and_start(holder):
     assert record['started'] and record['command']
 
 
+def dead_pid():
+    proc = subprocess.Popen(['true'])
+    proc.wait()
+    return proc.pid
+
+
 def test_lock_from_another_host_is_never_taken_over(tmp_path):
+    """Its pid means nothing here (no process has it on this host)."""
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
     (work_dir / LOCK).write_text(json.dumps(dict(
-        pid=1, host='node-7', started='yesterday', command='train.py')))
+        pid=dead_pid(), host='node-7', started='yesterday',
+        command='train.py')))
     with pytest.raises(WorkDirLockedError,
                        match="another host, 'node-7'.*delete"):
         locked_run(work_dir).train()
