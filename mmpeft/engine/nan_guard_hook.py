@@ -142,8 +142,9 @@ class ResumeLRHook(Hook):
 
     Every param group's learning rate is scaled by one factor, so that the
     largest becomes ``lr``: ``paramwise_cfg`` multipliers keep their ratios.
-    The ``param_scheduler``s' base and last values scale with it, so the rest
-    of the schedule (warm-up, cosine, steps) keeps its shape at the new scale.
+    The ``param_scheduler``s' base and last values and their absolute
+    ``eta_min`` scale with it, so the rest of the schedule (warm-up, cosine,
+    steps) keeps its shape at the new scale.
 
     Args:
         lr: the largest learning rate from the first resumed iteration on.
