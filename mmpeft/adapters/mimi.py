@@ -40,7 +40,8 @@ class MiMiAdapter(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, bias: bool = False):
         check_positive('in_dim', in_dim, 'MiMiAdapter')
         # 0: every neuron pruned (a shrunk deploy adapter is the identity).
-        check_positive('hidden_dim', hidden_dim, 'MiMiAdapter', allow_zero=True)
+        check_positive('hidden_dim', hidden_dim, 'MiMiAdapter',
+                       allow_zero=True)
         super().__init__()
         self.in_dim = in_dim
         self.use_bias = bias
