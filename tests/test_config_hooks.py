@@ -25,7 +25,8 @@ METHOD_CONFIGS = sorted(
 BASELINE_CONFIGS = sorted(
     osp.relpath(path, REPO_ROOT)
     for path in glob.glob(osp.join(REPO_ROOT, 'configs/baselines/*.py')))
-PEFT_HOOKS = ['PEFTFreezeHook', 'AdapterMergeHook']
+PEFT_HOOKS = ['WorkDirLockHook', 'PEFTFreezeHook', 'AdapterMergeHook',
+              'NaNGuardHook']
 SKIPPED = 'is skipped since its requires_grad=False'
 
 

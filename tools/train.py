@@ -39,6 +39,15 @@ def parse_args():
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
+    parser.add_argument(
+        '--resume-lr',
+        type=float,
+        metavar='LR',
+        help='with --resume: the learning rate to go on with (the largest of '
+        'the param groups; the others and the schedule scale with it). The '
+        'checkpoint restores its own lr, so a lower optimizer.lr in the '
+        'config or --cfg-options is ignored on resume; NaNGuardHook prints '
+        'this option when a run diverges')
     return parse_launch_args(parser)
 
 
@@ -78,6 +87,14 @@ def main():
         check_resumable_file(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
+
+    if args.resume_lr is not None:
+        if args.resume is None:
+            raise SystemExit('--resume-lr sets the learning rate of a resumed '
+                             'run: add --resume [CHECKPOINT], or set '
+                             'optim_wrapper.optimizer.lr for a new run.')
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='ResumeLRHook', lr=args.resume_lr)]
 
     preflight(cfg, args.config, 'train')
     runner = build_runner(cfg)

@@ -146,3 +146,26 @@ def iter_adapters(module: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
     for name, child in module.named_modules():
         if isinstance(child, (Adapter, WeightAdapter)):
             yield name, child
+
+
+def check_positive(name: str, value, owner: str,
+                   allow_zero: bool = False) -> None:
+    """Raise ``ValueError`` naming ``owner``'s argument ``name`` unless it is
+    a positive integer (``>= 0`` with ``allow_zero``): checked at build, so a
+    bad config fails there and not as a torch shape error in ``nn.Conv``."""
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(
+            f'{owner}: {name} must be an integer >= {low}, got {value!r}; '
+            f'fix {name} in adapter_cfg (or the backbone argument that sets '
+            'it).')
+
+
+def check_dropout(value, owner: str, name: str = 'dropout') -> None:
+    """Raise ``ValueError`` unless ``value`` is a drop probability in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(
+            value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(
+            f'{owner}: {name} is the probability of zeroing an activation and '
+            f'must be in [0, 1), got {value!r}; fix {name} in '
+            'adapter_cfg.')

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Adapter, register_adapter
+from .base import Adapter, check_positive, register_adapter
 
 
 @register_adapter
@@ -38,11 +38,11 @@ class MiMiAdapter(Adapter):
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, bias: bool = False):
+        check_positive('in_dim', in_dim, 'MiMiAdapter')
+        # 0: every neuron pruned (a shrunk deploy adapter is the identity).
+        check_positive('hidden_dim', hidden_dim, 'MiMiAdapter',
+                       allow_zero=True)
         super().__init__()
-        if in_dim < 1 or hidden_dim < 0:
-            raise ValueError(
-                f'MiMiAdapter needs in_dim >= 1 and hidden_dim >= 0, got '
-                f'in_dim={in_dim}, hidden_dim={hidden_dim}.')
         self.in_dim = in_dim
         self.use_bias = bias
         self.register_buffer('neuron_mask', torch.ones(hidden_dim))

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Adapter, check_token_map, register_adapter
+from .base import (Adapter, check_dropout, check_positive, check_token_map,
+                   register_adapter)
 
 FusedKernels = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -91,6 +92,9 @@ class Mona(Adapter):
                  dropout: float = 0.1,
                  fused: bool = True,
                  deploy: bool = False):
+        check_positive('in_dim', in_dim, 'Mona')
+        check_positive('inner_dim', inner_dim, 'Mona')
+        check_dropout(dropout, 'Mona')
         super().__init__()
         self.fused = fused or deploy
         self.norm = nn.LayerNorm(in_dim)

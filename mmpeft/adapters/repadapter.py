@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Adapter, register_adapter
+from .base import Adapter, check_dropout, check_positive, register_adapter
 
 
 @register_adapter
@@ -31,6 +31,10 @@ class RepAdapter(Adapter):
                  groups: int = 2,
                  scale: float = 1.0,
                  dropout: float = 0.1):
+        for name, value in (('in_dim', in_dim), ('hidden_dim', hidden_dim),
+                            ('groups', groups)):
+            check_positive(name, value, 'RepAdapter')
+        check_dropout(dropout, 'RepAdapter')
         super().__init__()
         if hidden_dim % groups or in_dim % groups:
             raise ValueError(

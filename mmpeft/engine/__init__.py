@@ -1,4 +1,5 @@
-"""Registered hooks: freezing and accounting, MiMi pruning, merge on save."""
+"""Registered hooks: freezing and accounting, MiMi pruning, merge on save,
+divergence and resume guards, one run per work dir."""
 from .adapter_load_hook import AdapterLoadHook
 from .adapter_merge_hook import AdapterMergeHook
 from .checkpoint_check_hook import CheckpointCheckHook
@@ -9,10 +10,11 @@ from .exact_resume_hook import (ExactResumeHook, NotResumableError,
 from .export import (AdapterCheckpointError, adapter_checkpoint,
                      load_adapter_checkpoint, write_deploy)
 from .mimi_prune_hook import MiMiPruneHook
-from .nan_guard_hook import NaNGuardHook, NonFiniteLossError
+from .nan_guard_hook import NaNGuardHook, NonFiniteLossError, ResumeLRHook
 from .param_table import count_params, format_table
 from .peft_freeze_hook import (FreezePolicy, FreezePolicyError, PEFTFreezeHook,
                                apply_freeze_policy)
+from .work_dir_lock_hook import WorkDirLockedError, WorkDirLockHook
 
 __all__ = [
     'AdapterLoadHook', 'AdapterMergeHook', 'AdapterCheckpointError',
@@ -22,5 +24,6 @@ __all__ = [
     'count_params', 'format_table', 'FreezePolicy', 'FreezePolicyError',
     'PEFTFreezeHook', 'apply_freeze_policy',
     'ExactResumeHook', 'NotResumableError', 'check_resumable_file',
-    'NaNGuardHook', 'NonFiniteLossError', 'MiMiPruneHook'
+    'NaNGuardHook', 'NonFiniteLossError', 'ResumeLRHook', 'MiMiPruneHook',
+    'WorkDirLockHook', 'WorkDirLockedError'
 ]

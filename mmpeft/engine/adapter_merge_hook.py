@@ -5,18 +5,33 @@ lowest priority after every stage where ``CheckpointHook`` (priority
 VERY_LOW) saves — after a train iteration or epoch, a validation (best
 checkpoints) and the end of training — and exports each checkpoint that the
 message hub names (``last_ckpt``, ``best_ckpt*``) and that is new on disk.
+
+A run killed (or out of disk) between ``iter_N.pth`` and its companions
+leaves them missing; on resume and at the end of training the hook writes
+every missing companion of the training checkpoints in the checkpoint
+directory, each from that checkpoint's own weights (read from the file); the
+files already there are kept.
 """
+import copy
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+import re
+from typing import Dict, List, Optional, Sequence, Set
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
+from mmengine.runner.checkpoint import _load_checkpoint
 
-from .export import (adapter_checkpoint, adapter_state_dict, base_identity,
-                     companion_paths, save_atomic, write_deploy)
+from .export import (ADAPTER_META_KEY, DEPLOY_META_KEY, adapter_checkpoint,
+                     adapter_state_dict, base_identity, companion_paths,
+                     deploy_config, deploy_model, dump_config_atomic,
+                     save_atomic, write_deploy)
 from .param_table import unwrap_model
+
+# What CheckpointHook names a training checkpoint (not its companions).
+CHECKPOINT_NAME = re.compile(r'^(iter|epoch)_\d+\.pth$|^best_.+\.pth$')
+COMPANION_SUFFIXES = ('_deploy.pth', '_adapters.pth')
 
 
 @HOOKS.register_module()
@@ -49,8 +64,9 @@ class AdapterMergeHook(Hook):
         self._base: Optional[dict] = None  # frozen weights never change
 
     def before_train(self, runner) -> None:
-        """After a resume: the checkpoint we resumed from is not new, and the
-        companions written before are cleaned up like ours."""
+        """After a resume: the checkpoint we resumed from is not new, the
+        companions written before are cleaned up like ours, and the missing
+        ones are written."""
         saved = self._saved_checkpoints(runner)
         for path in saved:
             self._exported[path] = _mtime(path)
@@ -63,6 +79,8 @@ class AdapterMergeHook(Hook):
                 ]
                 if companions:
                     self._written.setdefault(checkpoint, companions)
+        if saved:
+            self.complete(runner, osp.dirname(saved[0]))
 
     def after_train_iter(self,
                          runner,
@@ -79,6 +97,60 @@ class AdapterMergeHook(Hook):
 
     def after_train(self, runner) -> None:
         self._export_new(runner)
+        saved = self._saved_checkpoints(runner)
+        if saved:
+            self.complete(runner, osp.dirname(saved[0]))
+
+    def complete(self, runner, directory: str) -> None:
+        """Write the missing companions of every training checkpoint in
+        ``directory``, each from the weights in that checkpoint file."""
+        if not is_main_process():
+            return
+        for name in sorted(os.listdir(directory)):
+            checkpoint = osp.join(directory, name)
+            if not CHECKPOINT_NAME.match(name) or name.endswith(
+                    COMPANION_SUFFIXES):
+                continue
+            missing = self._missing(checkpoint, runner)
+            if not missing:
+                continue
+            try:
+                state = _load_checkpoint(checkpoint, map_location='cpu')
+                meta = state.get('meta') or {}
+                if DEPLOY_META_KEY in meta or ADAPTER_META_KEY in meta:
+                    continue  # renamed by the user: not a training checkpoint
+                model = copy.deepcopy(unwrap_model(runner.model))
+                model.load_state_dict(
+                    {_strip_module(k): v
+                     for k, v in state['state_dict'].items()},
+                    strict=True)
+            except Exception as error:  # keep training: warn, name the fix
+                runner.logger.warning(
+                    f'AdapterMergeHook: cannot write the missing '
+                    f'{", ".join(sorted(missing))} file(s) of {checkpoint}: '
+                    f'it does not load into this model ({error}). Write them '
+                    'with tools/merge_adapters.py and the config that '
+                    'trained it.')
+                continue
+            runner.logger.warning(
+                f'AdapterMergeHook: {checkpoint} has no '
+                f'{", ".join(sorted(missing))} file (a save was '
+                'interrupted); writing it from that checkpoint.')
+            self.export(runner, checkpoint, model=model, only=missing)
+            self._exported.setdefault(checkpoint, _mtime(checkpoint))
+
+    def _missing(self, checkpoint: str, runner) -> Set[str]:
+        """The companions of ``checkpoint`` this hook writes and that do not
+        exist: 'deploy', 'deploy_config', 'adapters'."""
+        wanted = []
+        if self.deploy:
+            wanted.append('deploy')
+            if 'model' in runner.cfg:
+                wanted.append('deploy_config')
+        if self.adapters:
+            wanted.append('adapters')
+        paths = companion_paths(checkpoint)
+        return {kind for kind in wanted if not osp.exists(paths[kind])}
 
     def _saved_checkpoints(self, runner) -> Sequence[str]:
         info = runner.message_hub.runtime_info
@@ -101,29 +173,38 @@ class AdapterMergeHook(Hook):
                 if osp.exists(companion):
                     os.remove(companion)
 
-    def export(self, runner, checkpoint: str) -> None:
-        """Write the companions of ``checkpoint`` from the runner's model
-        (the weights that were just saved)."""
-        model = unwrap_model(runner.model)
+    def export(self, runner, checkpoint: str, model=None,
+               only: Optional[Set[str]] = None) -> None:
+        """Write the companions of ``checkpoint`` from ``model`` (default:
+        the runner's model, whose weights were just saved); ``only``: the
+        subset of 'deploy', 'deploy_config', 'adapters' to write."""
+        model = unwrap_model(runner.model) if model is None else model
+        only = {'deploy', 'deploy_config', 'adapters'} if only is None else only
         paths = companion_paths(checkpoint)
         meta = dict(source_checkpoint=osp.abspath(checkpoint))
         metainfo = getattr(runner.train_dataloader.dataset, 'metainfo', None)
         if metainfo is not None:
             meta['dataset_meta'] = metainfo
         written = []
-        if self.deploy:
-            has_model_cfg = 'model' in runner.cfg
+        has_model_cfg = 'model' in runner.cfg
+        if self.deploy and 'deploy' in only:
             if not has_model_cfg:
                 runner.logger.warning(
                     'AdapterMergeHook: the runner has no config '
                     '(Runner built without cfg), so no deploy config is '
                     'written; build it with Runner.from_cfg.')
-            write_deploy(model, runner.cfg if has_model_cfg else None,
+            write_config = has_model_cfg and 'deploy_config' in only
+            write_deploy(model, runner.cfg if write_config else None,
                          paths['deploy'], paths['deploy_config'], meta)
             written.append(paths['deploy'])
-            if has_model_cfg:
+            if write_config:
                 written.append(paths['deploy_config'])
-        if self.adapters:
+        elif self.deploy and has_model_cfg and 'deploy_config' in only:
+            dump_config_atomic(
+                deploy_config(runner.cfg, deploy_model(model),
+                              paths['deploy']), paths['deploy_config'])
+            written.append(paths['deploy_config'])
+        if self.adapters and 'adapters' in only:
             trained = adapter_state_dict(model)
             frozen = sorted(name for name, _ in model.named_parameters()
                             if name not in trained)
@@ -132,8 +213,13 @@ class AdapterMergeHook(Hook):
             save_atomic(adapter_checkpoint(model, self._base, meta),
                         paths['adapters'])
             written.append(paths['adapters'])
-        self._written[checkpoint] = written
+        self._written[checkpoint] = sorted(
+            set(self._written.get(checkpoint, [])) | set(written))
         runner.logger.info(f'AdapterMergeHook: wrote {", ".join(written)}')
+
+
+def _strip_module(key: str) -> str:
+    return key[len('module.'):] if key.startswith('module.') else key
 
 
 def _mtime(path: str) -> int:

@@ -7,12 +7,20 @@ state is never written; the error names the iteration, the loss terms that
 broke and the last good checkpoint to resume from. Under DDP every rank
 agrees (one all-reduce of a flag per iteration), so all ranks stop together
 instead of the healthy ones hanging in the next collective.
+
+Going back: mmengine restores the optimizer's learning rate from the
+checkpoint on ``--resume``, so a lower ``optimizer.lr`` in the config (or in
+``--cfg-options``) is silently ignored and the run diverges again.
+:class:`ResumeLRHook` (``tools/train.py --resume CKPT --resume-lr LR``) sets
+the learning rate after the checkpoint is loaded; the error of
+:class:`NaNGuardHook` prints that command with a tenth of the current rate.
 """
 import math
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from mmengine.dist import all_reduce
+from mmengine.optim import OptimWrapperDict
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -56,7 +64,8 @@ class NaNGuardHook(Hook):
         if not outputs or 'loss' not in outputs:
             return
         loss = torch.as_tensor(outputs['loss']).detach().float()
-        bad = (~torch.isfinite(loss)).any().float().reshape(1).cpu()
+        bad_here = bool((~torch.isfinite(loss)).any())
+        bad = torch.tensor([float(bad_here)])
         all_reduce(bad, op='max')  # a no-op outside distributed runs
         if not bad.item():
             self._bad_in_a_row = 0
@@ -70,14 +79,18 @@ class NaNGuardHook(Hook):
             return
         terms = ', '.join(f'{name}={_scalar(value)}'
                           for name, value in outputs.items())
+        images = batch_images(data_batch)
+        where = ('this rank' if bad_here else
+                 'another rank (this one was finite)')
+        batch = (f' The batch of this rank: {", ".join(images)}.'
+                 if images else '')
         raise NonFiniteLossError(
             f'Training diverged: the loss is not finite at iteration '
-            f'{runner.iter + 1} (epoch {runner.epoch + 1}) on at least one '
-            f'rank; this rank logged {terms}. The run stopped before saving '
-            f'this state. {self._go_back()} Before resuming, lower the '
-            'learning rate (optim_wrapper.optimizer.lr), add gradient '
-            'clipping (optim_wrapper.clip_grad=dict(max_norm=1.0)), or check '
-            'the data of this iteration.')
+            f'{runner.iter + 1} (epoch {runner.epoch + 1}) on {where}; this '
+            f'rank logged {terms}.{batch} The run stopped before saving this '
+            f'state. {self._go_back(runner)} Or add gradient clipping '
+            '(optim_wrapper.clip_grad=dict(max_norm=1.0)), or check the data '
+            'of this iteration (an image whose annotation does not fit it).')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if not self.check_checkpoint:
@@ -101,17 +114,107 @@ class NaNGuardHook(Hook):
         raise NonFiniteLossError(
             f'Training diverged: {len(broken)} trainable weights are not '
             f'finite at iteration {checkpoint["meta"].get("iter")} ({shown}); '
-            f'the checkpoint was not written. {self._go_back()} Before '
-            'resuming, lower the learning rate or add gradient clipping '
-            '(optim_wrapper.clip_grad=dict(max_norm=1.0)).')
+            f'the checkpoint was not written. {self._go_back(runner)} Or '
+            'add gradient clipping (optim_wrapper.clip_grad=dict('
+            'max_norm=1.0)).')
 
-    def _go_back(self) -> str:
-        """Where to resume from: the last checkpoint that passed the check."""
+    def _go_back(self, runner) -> str:
+        """Where to resume from, with a tenth of the current learning rate:
+        the last checkpoint that passed the check."""
+        lower = f'{max(current_lrs(runner.optim_wrapper), default=0) / 10:.3g}'
         if self._last_good is None:
-            return ('No checkpoint was saved before it, so restart from '
-                    'scratch (or from load_from).')
-        return (f'Go back to the last good checkpoint {self._last_good}: '
-                f'tools/train.py CONFIG --resume {self._last_good}.')
+            return ('No checkpoint was saved before it: restart from scratch '
+                    f'with a lower learning rate (optim_wrapper.optimizer.lr='
+                    f'{lower}, a tenth of the current one).')
+        return (f'Go back to the last good checkpoint with a tenth of the '
+                f'current learning rate: tools/train.py CONFIG --resume '
+                f'{self._last_good} --resume-lr {lower} (without tools/'
+                f"train.py: custom_hooks += [dict(type='ResumeLRHook', "
+                f"lr={lower})], resume=True, load_from='{self._last_good}'; "
+                'a lower optimizer.lr in the config is not enough, the '
+                'checkpoint restores its own).')
+
+
+@HOOKS.register_module()
+class ResumeLRHook(Hook):
+    """Set the learning rate of a resumed run, after the checkpoint restored
+    its own (which overrides the config's ``optimizer.lr``).
+
+    Every param group's learning rate is scaled by one factor, so that the
+    largest becomes ``lr``: ``paramwise_cfg`` multipliers keep their ratios.
+    The ``param_scheduler``s' base and last values and their absolute
+    ``eta_min`` scale with it, so the rest of the schedule (warm-up, cosine,
+    steps) keeps its shape at the new scale.
+
+    Args:
+        lr: the largest learning rate from the first resumed iteration on.
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self, lr: float):
+        if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
+            raise ValueError(f'ResumeLRHook: lr must be a positive finite '
+                             f'number, got {lr!r}.')
+        self.lr = float(lr)
+
+    def before_train(self, runner) -> None:
+        """After ``load_or_resume``: the optimizer and schedulers hold the
+        checkpoint's state now."""
+        old = max(current_lrs(runner.optim_wrapper), default=0)
+        if old <= 0:
+            raise ValueError('ResumeLRHook: the optimizer has no positive '
+                             'learning rate to scale.')
+        factor = self.lr / old
+        for optimizer in _optimizers(runner.optim_wrapper):
+            for group in optimizer.param_groups:
+                for key in ('lr', 'initial_lr'):
+                    if key in group:
+                        group[key] *= factor
+        schedulers = runner.param_schedulers or []
+        if isinstance(schedulers, dict):
+            schedulers = [s for group in schedulers.values() for s in group]
+        for scheduler in schedulers:
+            if getattr(scheduler, 'param_name', None) != 'lr':
+                continue
+            scheduler.base_values = [v * factor
+                                     for v in scheduler.base_values]
+            if getattr(scheduler, '_last_value', None) is not None:
+                scheduler._last_value = [
+                    v * factor for v in scheduler._last_value]
+            if getattr(scheduler, 'eta_min', None):
+                scheduler.eta_min *= factor
+        runner.logger.info(
+            f'ResumeLRHook: learning rate {old:.4g} -> {self.lr:.4g} (every '
+            f'param group scaled by {factor:.4g}).')
+
+
+def current_lrs(optim_wrapper) -> List[float]:
+    """The learning rate of every param group of an OptimWrapper(Dict)."""
+    return [group['lr'] for optimizer in _optimizers(optim_wrapper)
+            for group in optimizer.param_groups if 'lr' in group]
+
+
+def _optimizers(optim_wrapper):
+    wrappers = (optim_wrapper.values()
+                if isinstance(optim_wrapper, OptimWrapperDict) else
+                [optim_wrapper])
+    return [w.optimizer for w in wrappers]
+
+
+def batch_images(data_batch) -> List[str]:
+    """The ``img_path`` of every data sample of a batch (mmdet, mmseg and
+    mmrotate samples carry it in their metainfo)."""
+    samples = data_batch.get('data_samples') if isinstance(
+        data_batch, dict) else None
+    names = []
+    for sample in samples or []:
+        metainfo = getattr(sample, 'metainfo', None)
+        if metainfo is None and isinstance(sample, dict):
+            metainfo = sample
+        path = (metainfo or {}).get('img_path')
+        if path is not None:
+            names.append(str(path))
+    return names
 
 
 def _scalar(value) -> str:
