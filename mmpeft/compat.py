@@ -169,9 +169,10 @@ def _summarise_frozen_params_left_out_of_optimizer() -> None:
     DefaultOptimWrapperConstructor.__call__ = build_optim_wrapper
 
 
-def packed_self_attention(attn, x, identity):
-    """``attn(x, identity=identity)`` for mmcv's ``MultiheadAttention`` used
-    as self-attention, with one contiguous tensor as query, key and value.
+def packed_self_attention(attn, x):
+    """The attention output of mmcv's ``MultiheadAttention`` ``attn`` used as
+    self-attention on ``x`` (before its ``proj_drop``, drop-path and
+    residual), with one contiguous tensor as query, key and value.
 
     For ``batch_first`` mmcv (``mmcv/cnn/bricks/transformer.py``) transposes
     query, key and value separately, so ``nn.MultiheadAttention`` sees three
@@ -184,10 +185,9 @@ def packed_self_attention(attn, x, identity):
     rounding.
     """
     if not attn.batch_first:
-        return attn(x, identity=identity)
+        return attn.attn(x, x, x)[0]
     tokens = x.transpose(0, 1).contiguous()
-    out = attn.attn(tokens, tokens, tokens)[0].transpose(0, 1)
-    return identity + attn.dropout_layer(attn.proj_drop(out))
+    return attn.attn(tokens, tokens, tokens)[0].transpose(0, 1)
 
 
 def apply() -> None:

@@ -6,7 +6,7 @@ adapter module, one entry here and one method config base under
 ``configs/_base_/methods/``.
 """
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,11 @@ class Method:
         merges: ``merge_adapters`` removes every adapter (the deploy model is
             the stock backbone).
         config_base: the method config base that task configs inherit.
+        deploy: turns a freshly built backbone of this method into the
+            deploy form a finished training run ends in, in place (the
+            benchmark's ``<name>_deploy`` variant). None: ``merge_adapters``
+            alone, right wherever training leaves no state that a fresh
+            model lacks. MiMi sets it: training ends pruned.
     """
     name: str
     host: str
@@ -30,6 +35,25 @@ class Method:
     paper: str
     merges: bool = False
     config_base: str = ''
+    deploy: Optional[Callable] = None
+
+
+def prune_and_shrink_mimi(backbone, sigma_target: int = 32) -> None:
+    """MiMi pruned globally to sigma_target=32 (as configs/mimi ends) and
+    shrunk.
+
+    One global prune round from the current weights stands in for the
+    training-time rounds of ``MiMiPruneHook``; ``merge_adapters`` then
+    shrinks every adapter to its live neurons.
+    """
+    from mmpeft.engine.mimi_prune_hook import global_prune_masks
+    adapters = [adapter for _, adapter in backbone.named_slots()]
+    live_after = sum(a.in_dim for a in adapters) // sigma_target
+    masks = global_prune_masks(adapters, live_after)
+    for adapter, mask in zip(adapters,
+                             masks.split([a.hidden_dim for a in adapters])):
+        adapter.set_mask(mask)
+    backbone.merge_adapters()
 
 
 METHODS: Dict[str, Method] = {
@@ -45,7 +69,8 @@ METHODS: Dict[str, Method] = {
                config_base='configs/_base_/methods/repadapter.py'),
         Method('mimi', 'swin', dict(type='MiMiSwin', sigma0=4),
                paper='Marouf et al., WACV 2024, arXiv 2311.03873',
-               config_base='configs/_base_/methods/mimi.py'),
+               config_base='configs/_base_/methods/mimi.py',
+               deploy=prune_and_shrink_mimi),
     )
 }
 

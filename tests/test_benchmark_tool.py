@@ -13,6 +13,7 @@ from mmengine.registry import MODELS
 from mmseg.models.backbones import VisionTransformer
 
 from mmpeft import benchmark as bench
+from mmpeft.methods import methods_for
 
 MiB = 1 << 20
 TRAIN_FIELDS = {'train_ms', 'train_ms_samples', 'train_peak_mib',
@@ -22,15 +23,20 @@ INFER_FIELDS = {'infer_ms', 'infer_ms_samples', 'infer_peak_mib'}
 COMMON_FIELDS = {'summary', 'backbone_trainable_params', 'backbone_params',
                  'model_trainable_params', 'model_params', 'backbone_gflops',
                  'ratios'}
-EXPECTED = {
-    'tiny-swin': ['full', 'full_cp', 'frozen', 'mona', 'mona_cp',
-                  'mona_adapter_cp', 'mona_deploy', 'mimi', 'mimi_shrunk'],
-    'tiny-vit': ['full', 'full_cp', 'frozen', 'repadapter', 'repadapter_cp',
-                 'repadapter_merged'],
-}
+PRESET_HOSTS = {'tiny-swin': 'swin', 'tiny-vit': 'vit'}
 
 
-@pytest.fixture(scope='module', params=sorted(EXPECTED))
+def expected_variants(host):
+    """The default variants by the rule of docs/benchmarks.md: the three
+    references, then four forms of each registered method on ``host``."""
+    return ['full', 'full_cp', 'frozen'] + [
+        f'{m.name}{form}' for m in methods_for(host)
+        if MODELS.get(m.backbone['type'])
+        for form in ('', '_cp', '_adapter_cp', '_deploy')
+    ]
+
+
+@pytest.fixture(scope='module', params=sorted(PRESET_HOSTS))
 def tiny_run(request, tmp_path_factory):
     """The real command line on a tiny preset: (preset, JSON, out prefix)."""
     out = str(tmp_path_factory.mktemp('bench') / request.param)
@@ -44,9 +50,7 @@ def tiny_run(request, tmp_path_factory):
 
 def test_tool_writes_every_variant_with_its_fields(tiny_run):
     preset, doc, out = tiny_run
-    expected = [name for name in EXPECTED[preset]
-                if not name.startswith('mimi') or MODELS.get('MiMiSwin')]
-    assert list(doc['variants']) == expected
+    assert list(doc['variants']) == expected_variants(PRESET_HOSTS[preset])
     family = bench.FAMILIES[doc['family']]
     for name, result in doc['variants'].items():
         variant = next(v for v in family.variants if v.name == name)
@@ -89,14 +93,21 @@ def test_trainable_params_match_an_independent_count(tiny_run):
         assert counts['mona'] == counts['mona_cp'] == \
             counts['mona_adapter_cp'] == mona
         if 'mimi' in counts:  # sigma0 = 4, no biases: 2 C (C / 4) each
-            assert counts['mimi'] == _adapter_params(
-                preset, lambda c: 2 * c * (c // 4))
+            assert counts['mimi'] == counts['mimi_cp'] == \
+                counts['mimi_adapter_cp'] == _adapter_params(
+                    preset, lambda c: 2 * c * (c // 4))
+            # Deploy: pruned to sigma = 32 and shrunk: adapters remain, but
+            # 8x fewer neurons than before pruning.
+            shrunk = doc['variants']['mimi_deploy']['backbone_params']
+            assert counts['full'] < shrunk < \
+                doc['variants']['mimi']['backbone_params']
     else:
         # RepAdapter: A (C -> 8, bias) + grouped B (8 -> C, 2 groups, bias).
         rep = _adapter_params(preset, lambda c: 8 * c + 8 + 4 * c + c)
-        assert counts['repadapter'] == counts['repadapter_cp'] == rep
+        assert counts['repadapter'] == counts['repadapter_cp'] == \
+            counts['repadapter_adapter_cp'] == rep
         # Merged: exactly the stock ViT's parameters, nothing added.
-        assert doc['variants']['repadapter_merged']['backbone_params'] == \
+        assert doc['variants']['repadapter_deploy']['backbone_params'] == \
             counts['full']
 
 

@@ -361,7 +361,7 @@ def test_unknown_adapter_type(method):
 
 
 def test_mimi_takes_no_adapter_cfg():
-    with pytest.raises(TypeError, match='set sigma0 / adapter_widths'):
+    with pytest.raises(TypeError, match='set size_adapters .or sigma0. / adapter_widths'):
         build('mimi', adapter_cfg=dict(type='Mona'))
 
 

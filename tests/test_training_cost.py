@@ -15,7 +15,9 @@ BUILDERS = {
     'mona': (lambda **kw: MonaSwinTransformer(
         **SWIN, adapter_cfg=dict(type='Mona', inner_dim=16), **kw),
              (1, 3, 45, 38)),
-    'mimi': (lambda **kw: MiMiSwin(**SWIN, **kw), (1, 3, 45, 38)),
+    # MiMi sits inside drop-path: a batch of 4 keeps every block's adapter
+    # in the graph (a single image may be dropped).
+    'mimi': (lambda **kw: MiMiSwin(**SWIN, **kw), (4, 3, 45, 38)),
     'repadapter': (lambda **kw: RepAdapterViT(**VIT, **kw), (1, 3, 32, 32)),
 }
 
@@ -116,7 +118,8 @@ def test_packed_self_attention_is_the_stock_attention(frozen):
     x = torch.randn(3, 7, 16, requires_grad=True)
     results = []
     for forward in (lambda: attn(x, identity=x),
-                    lambda: packed_self_attention(attn, x, x)):
+                    lambda: x + attn.dropout_layer(attn.proj_drop(
+                        packed_self_attention(attn, x)))):
         torch.manual_seed(1)
         out = forward()
         grads = torch.autograd.grad(

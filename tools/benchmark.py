@@ -9,8 +9,9 @@ Whole detector / segmentor from a config (its backbone is swapped per variant):
     python tools/benchmark.py --config configs/baselines/maskrcnn_swinb_coco.py
 
 Prints markdown tables (ratios to full fine-tuning, targets, optimizer
-audit) and writes ``<out>.json`` and a bar chart ``<out>.png``. How peak
-memory is measured on CPU and on CUDA: see :mod:`mmpeft.benchmark`.
+audit) and writes ``<out>.json`` and a bar chart ``<out>.png``. The
+variants come from the method table (mmpeft/methods.py); how peak memory is
+measured on CPU and on CUDA: see :mod:`mmpeft.benchmark.memory`.
 """
 import argparse
 import json
@@ -27,21 +28,15 @@ from mmengine.utils import mkdir_or_exist
 import mmpeft  # noqa: F401  (registers the PEFT backbones)
 from mmpeft import benchmark as bench
 
-METRIC_LABELS = dict(
-    train_ms='train step time',
-    train_peak_mib='train peak memory',
-    infer_ms='inference time',
-    infer_peak_mib='inference peak memory',
-    backbone_trainable_params='trainable params')
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='Variants per family: ' + '; '.join(
-            f'{f.name}: ' + ', '.join(v.name for v in f.variants)
-            for f in bench.FAMILIES.values()))
+        epilog='Variants per family (derived from mmpeft/methods.py): ' +
+        '; '.join(f'{f.name}: ' + ', '.join(v.name for v in f.variants)
+                  for f in bench.FAMILIES.values()) + '. Aliases: ' +
+        ', '.join(f'{old} = {new}' for old, new in bench.ALIASES.items()))
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         '--preset', choices=sorted(bench.PRESETS),
@@ -138,101 +133,6 @@ def build(args, device):
     return setting, variants, workloads
 
 
-def _num(value: float) -> str:
-    """Three significant digits or more, never scientific."""
-    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
-    return f'{value:.{digits}f}'
-
-
-def _ratio_cell(result, metric):
-    value = result.get(metric)
-    if value is None:
-        return '-'
-    ratio = result['ratios'].get(metric)
-    return f'{_num(value)} ({ratio:.2f}x)' if ratio is not None else \
-        _num(value)
-
-
-def markdown(doc: dict) -> str:
-    """The tables of one run, ratios to full fine-tuning in brackets."""
-    lines = [
-        f"**{doc['family']}**, {doc['scope']} scope ({doc['source']}), "
-        f"{doc['img_size'][0]}x{doc['img_size'][1]}, batch "
-        f"{doc['batch_size']}, {doc['device']}, amp "
-        f"{doc['amp'] or 'off'}, {doc['timer']} time, median of "
-        f"{doc['repeats']}, {doc['environment']['torch_threads']} threads, "
-        "load "
-        f"{doc['load_average_before']} -> {doc['load_average_after']}", '',
-        '| variant | trainable backbone params | backbone params | '
-        'train step ms | train peak MiB | inference ms | inference peak MiB '
-        '| backbone GFLOPs/img |',
-        '|---|---:|---:|---:|---:|---:|---:|---:|'
-    ]
-    for name, r in doc['variants'].items():
-        trainable = r['backbone_trainable_params']
-        params = '-' if trainable is None else (
-            f'{trainable / 1e6:.3f}M '
-            f"({100 * trainable / r['backbone_params']:.2f}%)")
-        lines.append(
-            f"| {name} | {params} | {r['backbone_params'] / 1e6:.2f}M | "
-            f"{_ratio_cell(r, 'train_ms')} | "
-            f"{_ratio_cell(r, 'train_peak_mib')} | "
-            f"{_ratio_cell(r, 'infer_ms')} | "
-            f"{_ratio_cell(r, 'infer_peak_mib')} | "
-            f"{_num(r['backbone_gflops'])} |")
-    if doc['targets']:
-        lines += ['', '| target | ratio | limit | met |',
-                  '|---|---:|---:|---|']
-        for t in doc['targets']:
-            lines.append(f"| {t['target']} ({t['variant']}) | "
-                         f"{t['ratio']:.3f} | {t['limit']:.2f} | "
-                         f"{'yes' if t['met'] else 'NO'} |")
-    audited = {name: r for name, r in doc['variants'].items()
-               if 'backbone_optimizer' in r}
-    if audited:
-        lines += [
-            '', '| variant | backbone grads MiB | backbone params in '
-            'optimizer | with state | state MiB | frozen params with grad |',
-            '|---|---:|---:|---:|---:|---:|'
-        ]
-    for name, r in audited.items():
-        opt = r['backbone_optimizer']
-        lines.append(
-            f"| {name} | {_num(r['backbone_grad_mib'])} | "
-            f"{opt['params_in_groups']} | {opt['params_with_state']} | "
-            f"{_num(opt['state_mib'])} | {r['frozen_params_with_grad']} |")
-    lines += [f'\n{note}' for note in doc['notes']]
-    return '\n'.join(lines)
-
-
-def plot(doc: dict, path: str) -> None:
-    """Grouped bars: each metric of each variant as a ratio to full."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    names = list(doc['variants'])
-    metrics = list(METRIC_LABELS)
-    width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names)), 4))
-    for i, metric in enumerate(metrics):
-        values = [doc['variants'][n]['ratios'].get(metric, float('nan'))
-                  for n in names]
-        ax.bar([x + (i - (len(metrics) - 1) / 2) * width
-                for x in range(len(names))], values, width,
-               label=METRIC_LABELS[metric])
-    ax.axhline(1.0, color='black', linewidth=0.8)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=20, ha='right')
-    ax.set_ylabel('ratio to full fine-tuning')
-    ax.set_title(f"{doc['family']} ({doc['source']}), "
-                 f"{doc['img_size'][0]}x{doc['img_size'][1]} batch "
-                 f"{doc['batch_size']}, {doc['device']}")
-    ax.legend(fontsize='small')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -258,7 +158,7 @@ def main(argv=None) -> dict:
     command = 'python ' + ' '.join(
         shlex.quote(a) for a in ['tools/benchmark.py'] +
         list(sys.argv[1:] if argv is None else argv))
-    doc = bench.report(setting, variants, results, command, load_before,
+    doc = bench.report(setting, results, command, load_before,
                        bench.load_average())
     out = args.out or osp.join(
         'work_dirs', 'benchmark',
@@ -266,9 +166,9 @@ def main(argv=None) -> dict:
     mkdir_or_exist(osp.dirname(osp.abspath(out)))
     with open(out + '.json', 'w') as f:
         json.dump(doc, f, indent=2)
-    plot(doc, out + '.png')
+    bench.plot(doc, out + '.png')
     print(f'`{command}`\n')
-    print(markdown(doc))
+    print(bench.markdown(doc))
     log(f'wrote {out}.json and {out}.png')
     return doc
 

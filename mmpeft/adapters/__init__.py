@@ -1,11 +1,15 @@
-"""Adapters: pure PyTorch modules with the ``adapter(x, hw_shape) -> x`` contract."""
-from .base import (ADAPTERS, build_adapter, check_token_map, iter_adapters,
+"""Adapters: pure PyTorch modules; token adapters ``adapter(x, hw_shape) -> x``
+and weight adapters (updates of one linear layer)."""
+from .base import (ADAPTERS, Adapter, WeightAdapter, build_adapter,
+                   build_weight_adapter, check_token_map, iter_adapters,
                    register_adapter)
+from .lora import LoRA
 from .mimi import MiMiAdapter
 from .mona import Mona
 from .repadapter import RepAdapter
 
 __all__ = [
-    'ADAPTERS', 'build_adapter', 'check_token_map', 'iter_adapters',
-    'register_adapter', 'Mona', 'RepAdapter', 'MiMiAdapter'
+    'ADAPTERS', 'Adapter', 'WeightAdapter', 'build_adapter',
+    'build_weight_adapter', 'check_token_map', 'iter_adapters',
+    'register_adapter', 'LoRA', 'Mona', 'RepAdapter', 'MiMiAdapter'
 ]

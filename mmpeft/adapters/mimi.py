@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import register_adapter
+from .base import Adapter, register_adapter
 
 
 @register_adapter
-class MiMiAdapter(nn.Module):
+class MiMiAdapter(Adapter):
     """``x + up(gelu(down(x)) * neuron_mask)``.
 
     Args:
@@ -75,13 +75,17 @@ class MiMiAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor,
                 hw_shape: Optional[Sequence[int]] = None) -> torch.Tensor:
+        return x if self.down is None else x + self.delta(x, hw_shape)
+
+    def delta(self, x: torch.Tensor,
+              hw_shape: Optional[Sequence[int]] = None) -> torch.Tensor:
         if self.down is None:
-            return x
+            return torch.zeros_like(x)
         hidden = F.gelu(self.down(x)) * self.neuron_mask
         up_bias = self.up.bias
         if up_bias is not None:  # off once the adapter has no neuron left
             up_bias = up_bias * self.neuron_mask.amax()
-        return x + F.linear(hidden, self.up.weight, up_bias)
+        return F.linear(hidden, self.up.weight, up_bias)
 
     def neuron_axes(self) -> Iterator[Tuple[nn.Parameter, int]]:
         """Each parameter indexed by hidden neuron, with the axis of that
@@ -146,7 +150,8 @@ class MiMiAdapter(nn.Module):
         self.neuron_mask = self.neuron_mask.new_ones(keep.numel())
         return self
 
-    deploy = shrink
+    def deploy(self) -> 'MiMiAdapter':
+        return self.shrink()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A width mismatch would otherwise be a mere warning under mmengine's

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_token_map, register_adapter
+from .base import Adapter, check_token_map, register_adapter
 
 FusedKernels = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -73,7 +73,7 @@ def fused_mona_conv(tokens: torch.Tensor, hw_shape: Sequence[int],
 
 
 @register_adapter
-class Mona(nn.Module):
+class Mona(Adapter):
     """Mona adapter: ``x + project2(drop(gelu(conv(project1(norm'(x))))))``.
 
     Args:
@@ -116,7 +116,7 @@ class Mona(nn.Module):
             if conv is not self.adapter_conv and hasattr(conv, 'reset_parameters'):
                 conv.reset_parameters()
 
-    def forward(self, x: torch.Tensor, hw_shape: Sequence[int]) -> torch.Tensor:
+    def delta(self, x: torch.Tensor, hw_shape: Sequence[int]) -> torch.Tensor:
         check_token_map(x, hw_shape)
         h = self.project1(self.norm(x) * self.gamma + x * self.gammax)
         if self.fused:
@@ -125,13 +125,13 @@ class Mona(nn.Module):
             b, n, c = h.shape
             h = self.adapter_conv(h.view(b, *hw_shape, c).permute(0, 3, 1, 2))
             h = h.permute(0, 2, 3, 1).reshape(b, n, c)
-        return x + self.project2(self.dropout(F.gelu(h)))
+        return self.project2(self.dropout(F.gelu(h)))
 
     @torch.no_grad()
-    def deploy(self) -> None:
+    def deploy(self) -> 'Mona':
         """Replace the conv branch by its stored fused kernels (same outputs)."""
         if isinstance(self.adapter_conv, FusedMonaConv):
-            return
+            return self
         dw_weight, dw_bias, pw_weight, pw_bias = self.adapter_conv.fused_kernels()
         fused = FusedMonaConv(dw_bias.numel()).to(dw_weight)
         fused.dw.weight.copy_(dw_weight)
@@ -140,3 +140,7 @@ class Mona(nn.Module):
         fused.pw.bias.copy_(pw_bias)
         self.adapter_conv = fused
         self.fused = True
+        return self
+
+    def deploy_cfg(self) -> dict:
+        return dict(deploy=True)

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import register_adapter
+from .base import Adapter, register_adapter
 
 
 @register_adapter
-class RepAdapter(nn.Module):
+class RepAdapter(Adapter):
     """Args:
         in_dim: token width C.
         hidden_dim: bottleneck width r (8 in the paper).
@@ -55,13 +55,13 @@ class RepAdapter(nn.Module):
         weight = self.conv_B.weight.squeeze(-1)  # (C, r / groups)
         return torch.block_diag(*weight.chunk(self.groups, dim=0))
 
-    def forward(self,
-                x: torch.Tensor,
-                hw_shape: Optional[Sequence[int]] = None) -> torch.Tensor:
+    def delta(self,
+              x: torch.Tensor,
+              hw_shape: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Token-wise, so ``hw_shape`` is unused and class tokens are fine."""
         h = F.linear(x, self.conv_A.weight.squeeze(-1), self.conv_A.bias)
         h = F.linear(self.dropout(h), self.dense_up_weight(), self.conv_B.bias)
-        return x + self.scale * h
+        return self.scale * h
 
     @torch.no_grad()
     def as_affine(self) -> Tuple[torch.Tensor, torch.Tensor]:

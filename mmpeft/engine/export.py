@@ -313,12 +313,12 @@ def deploy_model(model: nn.Module) -> nn.Module:
 def backbone_deploy_cfg(merged: PEFTBackboneMixin, backbone_cfg: dict) -> dict:
     """The backbone config that builds ``merged`` (a merged PEFT backbone).
 
-    In order: a backbone that knows its deploy arguments (MiMi: the shrunk
-    widths) gives them as ``deploy_backbone_cfg() -> updates``; a backbone
-    with no adapter left is its stock host class (RepAdapterViT -> mmseg
-    ``VisionTransformer``); adapters whose class takes a ``deploy`` flag (Mona)
-    get ``deploy=True``. The pretrained ``init_cfg`` is dropped: the deploy
-    checkpoint holds every weight.
+    A backbone with no adapter left is its stock host class (RepAdapterViT
+    -> mmseg ``VisionTransformer``); otherwise the backbone says which
+    arguments rebuild its deploy form (``deploy_backbone_cfg()``: the
+    remaining adapters with their deploy configs, MiMi's shrunk widths).
+    The pretrained ``init_cfg`` is dropped: the deploy checkpoint holds every
+    weight.
     """
     cfg = _plain(backbone_cfg)
     init_cfg = cfg.get('init_cfg')
@@ -327,19 +327,13 @@ def backbone_deploy_cfg(merged: PEFTBackboneMixin, backbone_cfg: dict) -> dict:
         cfg.pop('init_cfg')
     if cfg.get('pretrained') is not None:  # mmseg's older spelling
         cfg['pretrained'] = None
-    if hasattr(merged, 'deploy_backbone_cfg'):
-        cfg.update(_plain(merged.deploy_backbone_cfg()))
-        return cfg
-    adapters = [adapter for _, adapter in merged.named_adapters()]
-    if not adapters:  # the stock class, with the arguments it takes
-        host = _stock_host(type(merged))
+    if not any(True for _ in merged.named_adapters()):
+        host = _stock_host(type(merged))  # with the arguments it takes
         accepted = inspect.signature(host).parameters
         cfg = {k: v for k, v in cfg.items() if k == 'type' or k in accepted}
         cfg['type'] = f'{host.__module__.split(".")[0]}.{host.__name__}'
         return cfg
-    if all('deploy' in inspect.signature(type(a)).parameters
-           for a in adapters):
-        cfg['adapter_cfg'] = dict(_plain(merged.adapter_cfg), deploy=True)
+    cfg.update(_plain(merged.deploy_backbone_cfg()))
     return cfg
 
 

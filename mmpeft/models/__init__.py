@@ -2,6 +2,8 @@
 from .necks import SimpleFeaturePyramid
 from .peft_backbone import (PEFTBackboneMixin, PretrainedMismatchError,
                             merge_adapters)
+from .placements import (SUBLAYERS, TOKEN_PLACEMENTS, WEIGHT_PLACEMENTS,
+                         parse_adapters)
 from .mimi_swin import MiMiSwin
 from .swin import AdapterSwinTransformer, MonaSwinTransformer
 from .vit import AdapterVisionTransformer, RepAdapterViT
@@ -9,5 +11,6 @@ from .vit import AdapterVisionTransformer, RepAdapterViT
 __all__ = [
     'PEFTBackboneMixin', 'PretrainedMismatchError', 'merge_adapters', 'AdapterSwinTransformer',
     'MonaSwinTransformer', 'AdapterVisionTransformer', 'RepAdapterViT', 'SimpleFeaturePyramid',
-    'MiMiSwin'
+    'MiMiSwin', 'SUBLAYERS', 'TOKEN_PLACEMENTS', 'WEIGHT_PLACEMENTS',
+    'parse_adapters'
 ]

@@ -1,18 +1,25 @@
-"""MiMi in mmdet's Swin: a bottleneck adapter after each residual of every block.
+"""MiMi in mmdet's Swin: a bottleneck adapter on the output of each sublayer.
 
-Training: every adapter starts ``C / sigma0`` neurons wide and
+Placement as in the official code (IemProg/MiMi, ``models/swin_adapters.py``):
+``x = x + drop_path(A(attn(norm1(x))))``, ``x = x + drop_path(A(mlp(norm2(x))))``
+— the ``series`` placement of :mod:`mmpeft.models.placements`.
+
+Training: every adapter starts ``4C / size_adapters`` neurons wide and
 :class:`mmpeft.engine.MiMiPruneHook` switches neurons off with masks (shapes
 stay fixed, so the optimizer, DDP and ``--resume`` need nothing special).
 Deployment: :meth:`MiMiSwin.merge_adapters` shrinks every adapter to its live
 neurons; a model with those shapes is rebuilt from config with
 ``adapter_widths`` (``deploy_backbone_cfg()`` gives it).
 """
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.registry import MODELS
 
 from ..adapters import MiMiAdapter
+from .placements import PRESET_SLOT_NAMES, same_adapter_at
 from .swin import AdapterSwinTransformer
+
+PLACEMENTS = ('series', 'post')
 
 
 @MODELS.register_module()
@@ -20,46 +27,77 @@ class MiMiSwin(AdapterSwinTransformer):
     """Swin with MiMi adapters (Marouf et al., WACV 2024).
 
     Args:
-        sigma0: initial compression: each adapter starts with
-            ``C // sigma0`` hidden neurons, C the width of its stage.
+        size_adapters: the official width convention: each adapter starts
+            with ``4 * C // size_adapters`` hidden neurons, C the width of its
+            stage. The official run used 4 (hidden = C).
+        sigma0: alias in mmpeft 0.1's convention, hidden = ``C // sigma0``,
+            i.e. ``size_adapters = 4 * sigma0``. Give at most one of the two;
+            with neither, sigma0 = 4 (0.1's default: hidden = C / 4).
         adapter_widths: hidden width of every slot, in slot order
             (stage, block, then attention slot before FFN slot; see
             :meth:`named_slots`); 0 is an identity without parameters. Set by
-            deploy configs to rebuild shrunk adapters; overrides ``sigma0``.
+            deploy configs to rebuild shrunk adapters; overrides the above.
         adapter_bias: biases in the adapters (the official ones have none).
+        placement: ``'series'`` (official: on the sublayer output, inside
+            drop-path) or ``'post'`` (after the residual add, where mmpeft
+            0.1 put MiMi: set it to reproduce files written by that version).
         **kwargs: the stock mmdet ``SwinTransformer`` arguments.
     """
+    slot_names = PRESET_SLOT_NAMES
 
     def __init__(self,
-                 sigma0: int = 4,
+                 size_adapters: Optional[int] = None,
+                 sigma0: Optional[int] = None,
                  adapter_widths: Optional[Sequence[int]] = None,
                  adapter_bias: bool = False,
+                 placement: str = 'series',
                  **kwargs):
-        if 'adapter_cfg' in kwargs:
+        if 'adapter_cfg' in kwargs or 'adapters' in kwargs:
             raise TypeError(
-                'MiMiSwin builds its own adapters; set sigma0 / '
-                'adapter_widths / adapter_bias instead of adapter_cfg.')
-        if not (isinstance(sigma0, int) and sigma0 >= 1):
-            raise ValueError(f'MiMiSwin: sigma0 must be an integer >= 1 '
-                             f'(hidden width C // sigma0), got {sigma0!r}.')
-        # build_slot_adapter reads sigma0 and bias from adapter_cfg, which the
-        # parent sets before it builds the slots.
-        super().__init__(
-            adapter_cfg=dict(
-                type='MiMiAdapter', sigma0=sigma0, bias=adapter_bias),
-            **kwargs)
-        if adapter_widths is not None:
-            self._rebuild_slots(adapter_widths)
-            self.freeze_pretrained()
-
-    def build_slot_adapter(self, in_dim: int) -> MiMiAdapter:
-        sigma0 = self.adapter_cfg['sigma0']
-        if in_dim < sigma0:
+                'MiMiSwin builds its own adapters; set size_adapters (or '
+                'sigma0) / adapter_widths / adapter_bias / placement instead '
+                'of adapter_cfg / adapters.')
+        if size_adapters is not None and sigma0 is not None:
             raise ValueError(
-                f'MiMiSwin: sigma0={sigma0} leaves no neuron in an adapter '
-                f'of width {in_dim}; use sigma0 <= {in_dim}.')
-        return MiMiAdapter(
-            in_dim, in_dim // sigma0, bias=self.adapter_cfg['bias'])
+                'MiMiSwin: give size_adapters (hidden = 4C // size_adapters) '
+                'or its alias sigma0 (hidden = C // sigma0), not both.')
+        for name, value in (('size_adapters', size_adapters),
+                            ('sigma0', sigma0)):
+            if value is not None and not (isinstance(value, int)
+                                          and value >= 1):
+                raise ValueError(f'MiMiSwin: {name} must be an integer >= 1, '
+                                 f'got {value!r}.')
+        if placement not in PLACEMENTS:
+            raise ValueError(f'MiMiSwin: placement must be one of '
+                             f'{PLACEMENTS}, got {placement!r}.')
+        if size_adapters is not None:
+            width_rule = dict(size_adapters=size_adapters)
+            divisor, multiplier = size_adapters, 4
+        else:  # mmpeft 0.1's default, sigma0 = 4 (size_adapters = 16)
+            sigma0 = 4 if sigma0 is None else sigma0
+            width_rule = dict(sigma0=sigma0)
+            divisor, multiplier = sigma0, 1
+        # Every slot is built one neuron wide, then rebuilt at its width.
+        super().__init__(adapters=same_adapter_at(
+            placement, dict(type='MiMiAdapter', hidden_dim=1,
+                            bias=adapter_bias)), **kwargs)
+        # What checkpoints record and adapter files are checked against;
+        # mmpeft 0.1 recorded no placement (it was always 'post').
+        self.adapter_cfg = dict(type='MiMiAdapter', **width_rule,
+                                bias=adapter_bias)
+        if placement != 'post':
+            self.adapter_cfg['placement'] = placement
+        if adapter_widths is None:
+            in_dims = [a.in_dim for _, a in self.named_slots()]
+            if multiplier * min(in_dims) < divisor:
+                rule, value = next(iter(width_rule.items()))
+                raise ValueError(
+                    f'MiMiSwin: {rule}={value} leaves no neuron in an adapter '
+                    f'of width {min(in_dims)}; use sigma0 <= {min(in_dims)} '
+                    f'(size_adapters <= {4 * min(in_dims)}).')
+            adapter_widths = [multiplier * c // divisor for c in in_dims]
+        self._rebuild_slots(adapter_widths)
+        self.freeze_pretrained()
 
     def named_slots(self) -> Iterator[Tuple[str, MiMiAdapter]]:
         """``(name, adapter)`` for every slot, in ``adapter_widths`` order."""
@@ -73,7 +111,7 @@ class MiMiSwin(AdapterSwinTransformer):
         """Live neurons per slot: the widths :meth:`merge_adapters` keeps."""
         return [adapter.width for _, adapter in self.named_slots()]
 
-    def deploy_backbone_cfg(self) -> Dict[str, List[int]]:
+    def deploy_backbone_cfg(self) -> dict:
         """Backbone config updates that rebuild this model's shrunk shapes.
 
         A deploy config is the training config with

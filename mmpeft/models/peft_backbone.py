@@ -7,46 +7,47 @@ frozen random weight is a silent disaster), adapters keep their official init,
 and ``merge_adapters`` turns the model into its deploy form.
 """
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import torch
 from mmengine.logging import MMLogger
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..adapters import build_adapter, iter_adapters
+from ..adapters import iter_adapters
+from .placements import AdaptedBlock, merged_slots, parse_adapters, slots_to_cfg
 
 
 class PretrainedMismatchError(RuntimeError):
     """The pretrained checkpoint does not cover the frozen backbone weights."""
 
 
-def call_adapter(adapter: nn.Module, x: torch.Tensor,
-                 hw_shape: Sequence[int], recompute: bool) -> torch.Tensor:
-    """``adapter(x, hw_shape)``; with ``recompute`` (training only), keep just
-    the adapter's input for backward and recompute its internals there.
-
-    The input is kept by the host block anyway, so what the adapter would
-    save (for Mona: norms, gamma products, conv maps, GELU input, dropout
-    mask) costs no memory. Non-reentrant checkpointing replays the RNG
-    state: dropout masks, and so the gradients, are those of the plain
-    forward.
-    """
-    if recompute and torch.is_grad_enabled():
-        return checkpoint(adapter, x, hw_shape, use_reentrant=False)
-    return adapter(x, hw_shape)
-
-
 class PEFTBackboneMixin:
     """Mix in before the stock backbone class: ``class X(PEFTBackboneMixin, Stock)``.
 
-    Subclasses call :meth:`build_slot_adapter` for each slot in ``__init__``
-    and :meth:`freeze_pretrained` once the adapters exist.
+    Hosts say where their blocks are (:meth:`blocks`, :meth:`block_width`,
+    ``block_class``, an :class:`~mmpeft.models.placements.AdaptedBlock`) and
+    call :meth:`setup_slots` at the end of ``__init__``.
     """
+    block_class = AdaptedBlock
+    # Presets: block attribute of the one token slot of each sublayer.
+    slot_names: Optional[Dict[str, str]] = None
 
-    def build_slot_adapter(self, in_dim: int) -> nn.Module:
-        """The adapter for one slot with tokens of width ``in_dim``."""
-        return build_adapter(self.adapter_cfg, in_dim)
+    def blocks(self) -> Iterator[nn.Module]:
+        raise NotImplementedError
+
+    def block_width(self, block: nn.Module) -> int:
+        raise NotImplementedError
+
+    def setup_slots(self, adapters: dict, adapter_cp: bool) -> None:
+        """Adapters at their placements in every block, then freezing.
+        ``adapter_cfg`` records the placements (checkpoint metadata)."""
+        self.slots = parse_adapters(adapters, self.slot_names)
+        self.adapter_cfg = slots_to_cfg(self.slots)
+        for block in self.blocks():
+            self.block_class.adapt(block)
+            block.adapter_cp = adapter_cp
+            block.add_slots(self.slots, self.block_width(block))
+        self.freeze_pretrained()
 
     def named_adapters(self) -> Iterator[Tuple[str, nn.Module]]:
         return iter_adapters(self)
@@ -142,14 +143,25 @@ class PEFTBackboneMixin:
                 f'{type(self).__name__}: {len(unexpected)} checkpoint keys have '
                 f'no place in the backbone and were ignored: {_preview(unexpected)}')
 
+    @torch.no_grad()
     def merge_adapters(self) -> nn.Module:
-        """Deploy form: each adapter simplifies itself where it can.
-
-        Backbones whose adapters fold into host layers override this."""
-        for _, adapter in list(self.named_adapters()):
-            if hasattr(adapter, 'deploy'):
-                adapter.deploy()
+        """Deploy form, as the maths allows (weight updates added into their
+        weights, affine ``pre`` adapters folded into the next linear, other
+        adapters simplified); blocks left without adapters become stock
+        blocks again. Exact in eval mode."""
+        adapted = [b for b in self.blocks() if isinstance(b, AdaptedBlock)]
+        for block in adapted:
+            block.merge_slots()
+        if adapted:
+            self.slots = merged_slots(self.slots, adapted[0])
+        for block in adapted:
+            if not block.has_adapters():
+                block.restore_stock()
         return self
+
+    def deploy_backbone_cfg(self) -> dict:
+        """Backbone config updates that build this (merged) model."""
+        return dict(adapters=slots_to_cfg(self.slots))
 
 
 def _preview(keys: List[str], limit: int = 8) -> str:

@@ -1,43 +1,68 @@
-"""Adapter slots in mmdet's Swin Transformer: one Swin for every method.
+"""Adapters anywhere in mmdet's Swin Transformer: one Swin for every method.
 
-Each block calls ``attn_adapter`` after the attention residual and
-``ffn_adapter`` after the FFN residual, with the stage's unpadded (H, W) — the
-placement of Mona and MiMi. Everything else is the stock mmdet
-``SwinTransformer``: its arguments, ``convert_weights`` for the official
-checkpoints, ``out_indices``, ``frozen_stages``, drop-path and ``with_cp``.
+:class:`AdapterSwinTransformer` is the stock mmdet ``SwinTransformer`` (every
+argument, ``convert_weights`` for the official checkpoints, ``out_indices``,
+``frozen_stages``, drop-path, ``with_cp``) whose blocks take adapters at the
+placements of :mod:`mmpeft.models.placements`; the method backbones are
+presets of it. Adapters get the stage's unpadded (H, W): they see the whole
+un-shifted token map, never windows.
 """
-from typing import Optional, Sequence, Set
+from typing import Optional, Sequence, Set, Tuple
 
 import torch
 from mmdet.models.backbones.swin import SwinBlock, SwinTransformer
 from mmengine.registry import MODELS
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..adapters import check_token_map
-from .peft_backbone import (PEFTBackboneMixin, PretrainedMismatchError,
-                            call_adapter)
+from .peft_backbone import PEFTBackboneMixin, PretrainedMismatchError
+from .placements import PRESET_SLOT_NAMES, AdaptedBlock, same_adapter_at
 
 
-class AdapterSwinBlock(SwinBlock):
-    """A stock ``SwinBlock`` with two adapter slots.
+class AdapterSwinBlock(AdaptedBlock, SwinBlock):
+    """A stock ``SwinBlock`` with adapter slots.
 
-    mmdet builds ``SwinBlock`` instances directly inside ``SwinBlockSequence``
-    with no class argument, so :class:`AdapterSwinTransformer` re-classes the
-    built blocks to this subclass (it adds no state of its own, only the
-    forward) instead of copying the whole Swin.
+    mmdet builds ``SwinBlock`` instances inside ``SwinBlockSequence`` with no
+    class argument, so :class:`AdapterSwinTransformer` re-classes the built
+    blocks instead of copying the Swin. The attention's drop-path
+    (``ShiftWindowMSA.drop``, no state) moves to ``attn_drop_path`` so that
+    a series adapter can sit between the attention and its drop-path.
     """
-    adapter_cp = False  # recompute the adapters in backward (see call_adapter)
+
+    @classmethod
+    def adapt(cls, block: SwinBlock) -> 'AdapterSwinBlock':
+        block.__class__ = cls
+        block.attn_drop_path = block.attn.drop
+        block.attn.drop = nn.Identity()
+        return block
+
+    def restore_stock(self) -> None:
+        """Back to a plain ``SwinBlock`` (after every adapter merged)."""
+        self.attn.drop = self.attn_drop_path
+        del self.attn_drop_path, self.token_slots
+        self.__class__ = SwinBlock
+
+    def weight_owner(self, placement: str) -> Tuple[nn.Module, str, str]:
+        linear = dict(qkv=self.attn.w_msa.qkv,
+                      proj=self.attn.w_msa.proj,
+                      fc1=self.ffn.layers[0][0],
+                      fc2=self.ffn.layers[1])[placement]
+        return linear, 'weight', 'bias'
+
+    def _ffn_body(self, h: torch.Tensor) -> torch.Tensor:
+        return self.ffn.gamma2(self.ffn.layers(h))
 
     def forward(self, x: torch.Tensor, hw_shape: Sequence[int]) -> torch.Tensor:
         check_token_map(x, hw_shape)  # the stock check is a bare assert
-        # A checkpointed block recomputes its adapters anyway.
-        recompute = self.adapter_cp and not self.with_cp
 
         def _inner_forward(x):
-            x = self.attn(self.norm1(x), hw_shape) + x
-            x = call_adapter(self.attn_adapter, x, hw_shape, recompute)
-            x = self.ffn(self.norm2(x), identity=x)
-            return call_adapter(self.ffn_adapter, x, hw_shape, recompute)
+            x = self.adapted_sublayer('attn', x, hw_shape, self.norm1,
+                                      lambda h: self.attn(h, hw_shape),
+                                      self.attn_drop_path)
+            return self.adapted_sublayer('ffn', x, hw_shape, self.norm2,
+                                         self._ffn_body,
+                                         self.ffn.dropout_layer)
 
         # Non-reentrant: with frozen weights the block input need not require
         # grad while the adapters inside do (the stock check skips those).
@@ -46,34 +71,38 @@ class AdapterSwinBlock(SwinBlock):
         return _inner_forward(x)
 
 
+@MODELS.register_module()
 class AdapterSwinTransformer(PEFTBackboneMixin, SwinTransformer):
-    """mmdet ``SwinTransformer`` with an adapter in every block slot.
+    """mmdet ``SwinTransformer`` with adapters at any placement of every
+    block.
 
     Args:
-        adapter_cfg: the adapter for every slot, e.g. ``dict(type='Mona')``;
-            built by :func:`mmpeft.adapters.build_adapter` with the block width.
+        adapters: sublayer -> placement -> adapter config (or a list of
+            them), e.g. ``dict(attn=dict(series=dict(type='MiMiAdapter',
+            hidden_dim=64)), ffn=dict(fc1=dict(type='LoRA', r=8)))``; see
+            :mod:`mmpeft.models.placements`. Token adapters are built with
+            the block width.
         adapter_cp: recompute each adapter in backward instead of keeping its
             activations (same gradients; for Mona about a third less training
-            memory for about 10% more step time on CPU). Blocks with ``with_cp``
-            recompute everything already.
+            memory for about 10% more step time on CPU). Blocks with
+            ``with_cp`` recompute everything already.
         **kwargs: the stock ``SwinTransformer`` arguments.
     """
-    default_adapter_cfg: Optional[dict] = None
+    block_class = AdapterSwinBlock
 
     def __init__(self,
-                 adapter_cfg: Optional[dict] = None,
+                 adapters: Optional[dict] = None,
                  adapter_cp: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
-        self.adapter_cfg = dict(adapter_cfg or self.default_adapter_cfg)
+        self.setup_slots(adapters, adapter_cp)
+
+    def blocks(self):
         for stage in self.stages:
-            for block in stage.blocks:
-                width = block.norm1.normalized_shape[0]
-                block.__class__ = AdapterSwinBlock
-                block.adapter_cp = adapter_cp
-                block.attn_adapter = self.build_slot_adapter(width)
-                block.ffn_adapter = self.build_slot_adapter(width)
-        self.freeze_pretrained()
+            yield from stage.blocks
+
+    def block_width(self, block: SwinBlock) -> int:
+        return block.norm1.normalized_shape[0]
 
     def _load_pretrained(self) -> None:
         try:
@@ -112,5 +141,24 @@ class AdapterSwinTransformer(PEFTBackboneMixin, SwinTransformer):
 @MODELS.register_module()
 class MonaSwinTransformer(AdapterSwinTransformer):
     """Swin with Mona adapters (Yin et al., CVPR 2025): the official placement
-    and freezing, one 64-wide Mona after each residual of every block."""
+    (after each residual add of every block) and freezing.
+
+    Args:
+        adapter_cfg: the adapter of every slot (default: a 64-wide Mona).
+        adapter_cp: see :class:`AdapterSwinTransformer`.
+        **kwargs: the stock ``SwinTransformer`` arguments.
+    """
     default_adapter_cfg = dict(type='Mona', inner_dim=64)
+    slot_names = PRESET_SLOT_NAMES
+
+    def __init__(self,
+                 adapter_cfg: Optional[dict] = None,
+                 adapter_cp: bool = False,
+                 **kwargs):
+        adapter_cfg = dict(adapter_cfg or self.default_adapter_cfg)
+        super().__init__(adapters=same_adapter_at('post', adapter_cfg),
+                         adapter_cp=adapter_cp, **kwargs)
+        self.adapter_cfg = adapter_cfg
+
+    def deploy_backbone_cfg(self) -> dict:
+        return dict(adapter_cfg=dict(self.slots[0].cfgs[0]))

@@ -1,9 +1,10 @@
-"""Adapter slots in mmseg's Vision Transformer, and RepAdapter merging.
+"""Adapters anywhere in mmseg's Vision Transformer.
 
-Each encoder layer calls ``attn_adapter`` on ``ln1(x)`` right before the
-attention and ``ffn_adapter`` on ``ln2(x)`` right before the FFN — the
-RepAdapter placement, where an affine adapter folds into the qkv / fc1 weights
-that follow it. Everything else is the stock mmseg ``VisionTransformer``: its
+:class:`AdapterVisionTransformer` takes adapters at the placements of
+:mod:`mmpeft.models.placements` in every encoder layer; ``RepAdapterViT``
+is its preset with a RepAdapter before the attention and before the FFN,
+which merging folds into qkv / fc1. Everything else is the stock mmseg
+``VisionTransformer``: its
 arguments, position-embedding resizing, ``out_indices``, ``final_norm``,
 ``with_cls_token`` and ``with_cp``. ``convert_weights=True`` reads the official
 timm / DeiT checkpoints directly (see :func:`convert_timm_vit`).
@@ -11,19 +12,21 @@ timm / DeiT checkpoints directly (see :func:`convert_timm_vit`).
 import math
 import re
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from mmengine.registry import MODELS
 from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
 from mmseg.models.backbones.vit import (TransformerEncoderLayer,
                                         VisionTransformer)
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..adapters.repadapter import RepAdapter, fold_affine_into_linear
 from ..compat import packed_self_attention
-from .peft_backbone import (PEFTBackboneMixin, PretrainedMismatchError,
-                            call_adapter)
+from .peft_backbone import PEFTBackboneMixin, PretrainedMismatchError
+from .placements import (PRESET_SLOT_NAMES, AdaptedBlock,
+                         adapted_self_attention, has_weight_adapters,
+                         same_adapter_at)
 
 # timm block sub-keys -> mmseg TransformerEncoderLayer sub-keys.
 _TIMM_BLOCK_KEYS = (
@@ -79,8 +82,8 @@ def convert_timm_vit(
     return converted
 
 
-class AdapterViTLayer(TransformerEncoderLayer):
-    """A stock mmseg encoder layer with two pre-projection adapter slots.
+class AdapterViTLayer(AdaptedBlock, TransformerEncoderLayer):
+    """A stock mmseg encoder layer with adapter slots.
 
     ``hw_shape`` is the patch grid of the current input, set by the backbone
     for every forward (the stock layer is called as ``layer(x)``). Tokens
@@ -88,18 +91,45 @@ class AdapterViTLayer(TransformerEncoderLayer):
     token-wise adapters (RepAdapter, MiMi); spatial ones reject it.
     """
     hw_shape: Optional[Sequence[int]] = None
-    adapter_cp = False  # recompute the adapters in backward (see call_adapter)
+
+    @classmethod
+    def adapt(cls, layer: TransformerEncoderLayer) -> 'AdapterViTLayer':
+        layer.__class__ = cls
+        return layer
+
+    def restore_stock(self) -> None:
+        """Back to a plain ``TransformerEncoderLayer`` (all merged)."""
+        del self.token_slots
+        self.__dict__.pop('hw_shape', None)
+        self.__class__ = TransformerEncoderLayer
+
+    def weight_owner(self, placement: str) -> Tuple[nn.Module, str, str]:
+        if placement == 'qkv':  # the fused in-projection of nn.MultiheadAttention
+            return self.attn.attn, 'in_proj_weight', 'in_proj_bias'
+        linear = dict(proj=self.attn.attn.out_proj,
+                      fc1=self.ffn.layers[0][0],
+                      fc2=self.ffn.layers[1])[placement]
+        return linear, 'weight', 'bias'
+
+    def _attn_body(self, h: torch.Tensor) -> torch.Tensor:
+        mha = self.attn.attn
+        if has_weight_adapters(mha):
+            out = adapted_self_attention(mha, h)
+        else:
+            out = packed_self_attention(self.attn, h)
+        return self.attn.proj_drop(out)
+
+    def _ffn_body(self, h: torch.Tensor) -> torch.Tensor:
+        return self.ffn.gamma2(self.ffn.layers(h))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        recompute = self.adapter_cp and not self.with_cp
 
         def _inner_forward(x):
-            h = call_adapter(self.attn_adapter, self.norm1(x), self.hw_shape,
-                             recompute)
-            x = packed_self_attention(self.attn, h, identity=x)
-            h = call_adapter(self.ffn_adapter, self.norm2(x), self.hw_shape,
-                             recompute)
-            return self.ffn(h, identity=x)
+            x = self.adapted_sublayer('attn', x, self.hw_shape, self.norm1,
+                                      self._attn_body, self.attn.dropout_layer)
+            return self.adapted_sublayer('ffn', x, self.hw_shape, self.norm2,
+                                         self._ffn_body,
+                                         self.ffn.dropout_layer)
 
         # Non-reentrant: with frozen weights the layer input need not require
         # grad while the adapters inside do (the stock check skips those).
@@ -108,12 +138,16 @@ class AdapterViTLayer(TransformerEncoderLayer):
         return _inner_forward(x)
 
 
+@MODELS.register_module()
 class AdapterVisionTransformer(PEFTBackboneMixin, VisionTransformer):
-    """mmseg ``VisionTransformer`` with an adapter in every layer slot.
+    """mmseg ``VisionTransformer`` with adapters at any placement of every
+    layer.
 
     Args:
-        adapter_cfg: the adapter for every slot, e.g.
-            ``dict(type='RepAdapter')``.
+        adapters: sublayer -> placement -> adapter config (or a list), e.g.
+            ``dict(attn=dict(qkv=dict(type='LoRA', r=8)))``; see
+            :mod:`mmpeft.models.placements`. ``attn.qkv`` is the fused
+            in-projection of ``nn.MultiheadAttention``.
         adapter_cp: recompute each adapter in backward instead of keeping its
             activations (same gradients).
         convert_weights: the pretrained checkpoint is an official timm / DeiT
@@ -122,25 +156,31 @@ class AdapterVisionTransformer(PEFTBackboneMixin, VisionTransformer):
             (``tools/convert_timm_vit.py``).
         **kwargs: the stock ``VisionTransformer`` arguments.
     """
-    default_adapter_cfg: Optional[dict] = None
+    block_class = AdapterViTLayer
 
     def __init__(self,
-                 adapter_cfg: Optional[dict] = None,
+                 adapters: Optional[dict] = None,
                  adapter_cp: bool = False,
                  convert_weights: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
-        self.adapter_cfg = dict(adapter_cfg or self.default_adapter_cfg)
         self.convert_weights = convert_weights
-        width = self.pos_embed.shape[-1]
-        for layer in self.layers:
-            layer.__class__ = AdapterViTLayer  # see AdapterSwinBlock
-            layer.adapter_cp = adapter_cp
-            layer.attn_adapter = self.build_slot_adapter(width)
-            layer.ffn_adapter = self.build_slot_adapter(width)
+        self.setup_slots(adapters, adapter_cp)
         self._hw_shape_hook = self.patch_embed.register_forward_hook(
             self._share_hw_shape)
-        self.freeze_pretrained()
+
+    def blocks(self):
+        return iter(self.layers)
+
+    def block_width(self, layer: TransformerEncoderLayer) -> int:
+        return self.pos_embed.shape[-1]
+
+    def merge_adapters(self) -> 'AdapterVisionTransformer':
+        super().merge_adapters()
+        if not any(isinstance(layer, AdapterViTLayer)
+                   for layer in self.layers):
+            self._hw_shape_hook.remove()
+        return self
 
     def _share_hw_shape(self, module, inputs, outputs) -> None:
         """PatchEmbed returns (tokens, hw_shape): tell the slots the grid."""
@@ -208,44 +248,25 @@ class RepAdapterViT(AdapterVisionTransformer):
     attention and the FFN of every layer; :meth:`merge_adapters` folds them
     into qkv / fc1 and leaves exactly a stock mmseg ``VisionTransformer``.
 
-    The default ``adapter_cfg`` is the paper's: ``hidden_dim=8``,
-    ``groups=2``, ``scale=1.0`` (the scale s is searched per task in the
-    paper; set it with ``adapter_cfg=dict(type='RepAdapter', scale=s)``).
+    Args:
+        adapter_cfg: the adapter of every slot; the default is the paper's,
+            ``hidden_dim=8``, ``groups=2``, ``scale=1.0`` (the scale s is
+            searched per task in the paper; set it with
+            ``adapter_cfg=dict(type='RepAdapter', scale=s)``).
+        adapter_cp, convert_weights, **kwargs: see
+            :class:`AdapterVisionTransformer`.
     """
     default_adapter_cfg = dict(type='RepAdapter',
                                hidden_dim=8,
                                groups=2,
                                scale=1.0)
+    slot_names = PRESET_SLOT_NAMES
 
-    @torch.no_grad()
-    def merge_adapters(self) -> 'RepAdapterViT':
-        """Fold every adapter into the next linear layer and remove it.
+    def __init__(self, adapter_cfg: Optional[dict] = None, **kwargs):
+        adapter_cfg = dict(adapter_cfg or self.default_adapter_cfg)
+        super().__init__(adapters=same_adapter_at('pre', adapter_cfg),
+                         **kwargs)
+        self.adapter_cfg = adapter_cfg
 
-        Exact in eval mode (the adapter's dropout is the only difference in
-        training). The result has the stock state-dict keys and shapes: a
-        merged checkpoint loads strictly into mmseg's ``VisionTransformer``.
-        """
-        for layer in self.layers:
-            if not isinstance(layer, AdapterViTLayer):
-                continue
-            qkv = layer.attn.attn
-            fc1 = layer.ffn.layers[0][0]
-            for adapter, (weight, bias) in ((layer.attn_adapter,
-                                             (qkv.in_proj_weight,
-                                              qkv.in_proj_bias)),
-                                            (layer.ffn_adapter, (fc1.weight,
-                                                                 fc1.bias))):
-                if not isinstance(adapter, RepAdapter):
-                    raise TypeError(
-                        'Only RepAdapter folds into the next linear layer; '
-                        f'got {type(adapter).__name__}. Use RepAdapter in '
-                        'adapter_cfg, or keep this model unmerged.')
-                if bias is None:
-                    raise ValueError(
-                        'Merging needs a bias on qkv and fc1 (qkv_bias=True, '
-                        'the stock setting) to absorb the adapter offset.')
-                fold_affine_into_linear(weight, bias, *adapter.as_affine())
-            del layer.attn_adapter, layer.ffn_adapter
-            layer.__class__ = TransformerEncoderLayer
-        self._hw_shape_hook.remove()
-        return self
+    def deploy_backbone_cfg(self) -> dict:
+        return dict(adapter_cfg=dict(self.slots[0].cfgs[0]))

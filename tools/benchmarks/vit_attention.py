@@ -43,7 +43,8 @@ def main() -> None:
     x = torch.randn(args.batch_size, args.tokens, args.embed_dims,
                     device=args.device, requires_grad=True)
     calls = {'stock': lambda: attn(x, identity=x),
-             'packed': lambda: packed_self_attention(attn, x, x)}
+             'packed': lambda: x + attn.dropout_layer(attn.proj_drop(
+                 packed_self_attention(attn, x)))}
     cases = [(weights, call, mode) for weights in ('trainable', 'frozen')
              for call in calls for mode in ('train', 'infer')]
 

@@ -1,0 +1,332 @@
+"""Where adapters sit in a transformer block: one vocabulary for every host.
+
+A block (mmdet Swin block, mmseg ViT layer) has two sublayers, ``attn`` and
+``ffn``, each computing ``x + drop_path(body(norm(x)))``. An adapter ``A``
+goes at one of four token placements of a sublayer, or on one of its linear
+weights:
+
+==========  =================================================  ==============
+placement   the sublayer becomes                               used by
+==========  =================================================  ==============
+pre         ``x + drop_path(body(A(norm(x))))``                RepAdapter
+series      ``x + drop_path(A(body(norm(x))))``                MiMi, Houlsby
+parallel    ``x + drop_path(body(norm(x))) + A.delta(x)``      AdaptFormer
+post        ``A(x + drop_path(body(norm(x))))``                Mona
+qkv, proj   attention linears: ``W x + b + A(x)``              LoRA
+fc1, fc2    FFN linears: ``W x + b + A(x)``                    LoRA
+==========  =================================================  ==============
+
+``parallel`` reads the sublayer input ``x`` (before the norm) and adds
+outside drop-path, as the official AdaptFormer code does
+(``adapt_x = self.adaptmlp(x, add_residual=False)``). A config says where:
+
+    adapters=dict(attn=dict(post=dict(type='Mona')),
+                  ffn=dict(post=dict(type='Mona'), fc1=dict(type='LoRA', r=4)))
+
+A value may be a list of adapter configs: applied in order at pre / series /
+post, summed at parallel and on weights. Merging follows from the maths
+(:func:`merge_block`): weight updates add into their weight, an affine
+adapter at ``pre`` folds into the first linear of its sublayer, every other
+adapter simplifies itself (``Adapter.deploy``).
+"""
+from dataclasses import dataclass
+from typing import (Callable, Dict, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple)
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..adapters import WeightAdapter, build_adapter, build_weight_adapter
+from torch.utils.checkpoint import checkpoint
+
+def call_adapter(adapter: Callable, x: torch.Tensor, hw_shape,
+                 recompute: bool) -> torch.Tensor:
+    """``adapter(x, hw_shape)``; with ``recompute`` (training only), keep just
+    the adapter's input for backward and recompute its internals there.
+
+    The input is kept by the host block anyway, so what the adapter would
+    save (for Mona: norms, gamma products, conv maps, GELU input, dropout
+    mask) costs no memory. Non-reentrant checkpointing replays the RNG
+    state: dropout masks, and so the gradients, are those of the plain
+    forward.
+    """
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(adapter, x, hw_shape, use_reentrant=False)
+    return adapter(x, hw_shape)
+
+
+SUBLAYERS = ('attn', 'ffn')
+TOKEN_PLACEMENTS = ('pre', 'series', 'parallel', 'post')
+WEIGHT_PLACEMENTS = {'attn': ('qkv', 'proj'), 'ffn': ('fc1', 'fc2')}
+# The linear a `pre` adapter feeds, per sublayer: where an affine one folds.
+FIRST_LINEAR = {'attn': 'qkv', 'ffn': 'fc1'}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One placement of one sublayer and the adapter configs it holds."""
+    sublayer: str
+    placement: str
+    cfgs: Tuple[dict, ...]
+    name: str  # block attribute of a token slot
+
+    @property
+    def on_weight(self) -> bool:
+        return self.placement not in TOKEN_PLACEMENTS
+
+
+def parse_adapters(adapters: Mapping,
+                   names: Optional[Mapping[str, str]] = None) -> List[Slot]:
+    """``adapters=dict(attn=dict(post=cfg), ...)`` -> slots, checked.
+
+    ``names`` (sublayer -> attribute) overrides the block attribute of token
+    slots (default ``<sublayer>_<placement>``, e.g. ``attn_post``); the
+    method presets, one token slot per sublayer, keep their ``attn_adapter``
+    / ``ffn_adapter`` checkpoint keys this way.
+    """
+    if not isinstance(adapters, Mapping) or not adapters:
+        raise ValueError(
+            'adapters must map sublayers to placements to adapter configs, '
+            "e.g. adapters=dict(attn=dict(post=dict(type='Mona')), "
+            f"ffn=dict(post=dict(type='Mona'))); got {adapters!r}.")
+    slots = []
+    for sublayer, placements in adapters.items():
+        if sublayer not in SUBLAYERS:
+            raise ValueError(
+                f'adapters has no sublayer {sublayer!r}: a block has '
+                f'{list(SUBLAYERS)}.')
+        known = TOKEN_PLACEMENTS + WEIGHT_PLACEMENTS[sublayer]
+        for placement, cfgs in placements.items():
+            if placement not in known:
+                raise ValueError(
+                    f'adapters.{sublayer} has no placement {placement!r}; the '
+                    f'{sublayer} sublayer offers {list(known)} (token '
+                    'placements pre / series / parallel / post, and its '
+                    'linear weights).')
+            cfgs = tuple(dict(c) for c in (
+                cfgs if isinstance(cfgs, (list, tuple)) else [cfgs]))
+            if not cfgs or any('type' not in c for c in cfgs):
+                raise ValueError(
+                    f'adapters.{sublayer}.{placement} needs adapter configs '
+                    f"with a `type`, e.g. dict(type='Mona'); got {cfgs!r}.")
+            name = (names or {}).get(sublayer, f'{sublayer}_{placement}')
+            slots.append(Slot(sublayer, placement, cfgs, name))
+    return slots
+
+
+# The presets' block attributes: one token adapter per sublayer, named
+# ``attn_adapter`` / ``ffn_adapter`` (their checkpoint keys).
+PRESET_SLOT_NAMES = {'attn': 'attn_adapter', 'ffn': 'ffn_adapter'}
+
+
+def same_adapter_at(placement: str, adapter_cfg: dict) -> dict:
+    """``adapters`` with ``adapter_cfg`` at ``placement`` of both sublayers."""
+    return {s: {placement: dict(adapter_cfg)} for s in SUBLAYERS}
+
+
+def slots_to_cfg(slots: Sequence[Slot]) -> Dict[str, Dict[str, object]]:
+    """The ``adapters`` mapping that :func:`parse_adapters` reads back."""
+    cfg: Dict[str, Dict[str, object]] = {}
+    for slot in slots:
+        cfgs = [dict(c) for c in slot.cfgs]
+        cfg.setdefault(slot.sublayer, {})[slot.placement] = (
+            cfgs[0] if len(cfgs) == 1 else cfgs)
+    return cfg
+
+
+def _one_or_list(modules: List[nn.Module]) -> nn.Module:
+    return modules[0] if len(modules) == 1 else nn.ModuleList(modules)
+
+
+def each(module: Optional[nn.Module]) -> Iterator[nn.Module]:
+    """The adapters a slot holds (one module or a ModuleList of them)."""
+    if module is None:
+        return
+    yield from (module if isinstance(module, nn.ModuleList) else [module])
+
+
+# --------------------------------------------------------------------------
+# Weight placements: an update of one linear weight
+# --------------------------------------------------------------------------
+class AdaptedLinear(nn.Linear):
+    """A stock ``nn.Linear`` (re-classed in place, same state-dict keys) that
+    adds its ``weight_adapter`` output: ``W x + b + sum_i A_i(x)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight, self.bias)
+        for adapter in each(self.weight_adapter):
+            out = out + adapter(x)
+        return out
+
+
+def attach_weight_adapters(module: nn.Module, weight_name: str,
+                           cfgs: Sequence[dict]) -> None:
+    """Give ``module.<weight_name>`` its adapters as
+    ``module.<weight_name>_adapter``. A plain ``nn.Linear`` becomes an
+    :class:`AdaptedLinear`; other owners (``nn.MultiheadAttention``'s fused
+    ``in_proj_weight``) are read by their host's own forward."""
+    out_features, in_features = getattr(module, weight_name).shape
+    setattr(module, f'{weight_name}_adapter', _one_or_list([
+        build_weight_adapter(cfg, in_features, out_features) for cfg in cfgs
+    ]))
+    if isinstance(module, nn.Linear) and weight_name == 'weight':
+        module._stock_class = type(module)
+        module.__class__ = AdaptedLinear
+
+
+def weight_adapters(module: nn.Module, weight_name: str) -> List[WeightAdapter]:
+    return list(each(getattr(module, f'{weight_name}_adapter', None)))
+
+
+@torch.no_grad()
+def merge_weight_adapters(module: nn.Module, weight_name: str) -> None:
+    """``W <- W + sum_i delta_i`` and the adapters removed; a re-classed
+    linear gets its stock class back."""
+    weight = getattr(module, weight_name)
+    for adapter in weight_adapters(module, weight_name):
+        weight.add_(adapter.delta_weight().to(weight))
+    if hasattr(module, f'{weight_name}_adapter'):
+        delattr(module, f'{weight_name}_adapter')
+    if isinstance(module, AdaptedLinear):
+        module.__class__ = module._stock_class
+        del module._stock_class
+
+
+def adapted_self_attention(mha: nn.MultiheadAttention,
+                           x: torch.Tensor) -> torch.Tensor:
+    """``nn.MultiheadAttention`` self-attention on batch-first tokens with
+    the weight adapters of its in-projection (``in_proj_weight_adapter``)
+    and of ``out_proj`` applied: the stock maths, softmax(q k^T / sqrt(d)) v
+    per head, with ``W x + b + A(x)`` as the projections."""
+    b, n, c = x.shape
+    qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)
+    for adapter in weight_adapters(mha, 'in_proj_weight'):
+        qkv = qkv + adapter(x)
+    heads = mha.num_heads
+    q, k, v = qkv.view(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(
+        q, k, v, dropout_p=mha.dropout if mha.training else 0.0)
+    return mha.out_proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+def has_weight_adapters(module: nn.Module) -> bool:
+    return any(isinstance(m, WeightAdapter) for m in module.modules())
+
+
+# --------------------------------------------------------------------------
+# Token placements, in the block
+# --------------------------------------------------------------------------
+class AdaptedBlock:
+    """Mixed into a re-classed stock block: builds its slots, runs a
+    sublayer with them, and merges them.
+
+    The host block class says where its parts are: :meth:`weight_owner` (the
+    module owning each linear weight) and its forward passes ``norm``,
+    ``body`` and ``drop_path`` of each sublayer to :meth:`adapted_sublayer`.
+    """
+    adapter_cp = False  # recompute the adapters in backward (call_adapter)
+
+    @classmethod
+    def adapt(cls, block: nn.Module) -> 'AdaptedBlock':
+        """Re-class a built stock block in place (no copy of its weights)."""
+        raise NotImplementedError
+
+    def restore_stock(self) -> None:
+        """Back to the stock block class once every adapter merged away."""
+        raise NotImplementedError
+
+    def weight_owner(self, placement: str) -> Tuple[nn.Module, str, str]:
+        """``(module, weight attribute, bias attribute)`` of a linear."""
+        raise NotImplementedError
+
+    def add_slots(self, slots: Sequence[Slot], width: int) -> None:
+        self.token_slots = {}  # sublayer -> placement -> block attribute
+        for slot in slots:
+            if slot.on_weight:
+                module, weight, _ = self.weight_owner(slot.placement)
+                attach_weight_adapters(module, weight, slot.cfgs)
+                continue
+            setattr(self, slot.name, _one_or_list(
+                [build_adapter(cfg, width) for cfg in slot.cfgs]))
+            self.token_slots.setdefault(slot.sublayer,
+                                        {})[slot.placement] = slot.name
+
+    def _slot(self, sublayer: str, placement: str) -> Optional[nn.Module]:
+        name = self.token_slots.get(sublayer, {}).get(placement)
+        return None if name is None else getattr(self, name)
+
+    def _chain(self, slot: Optional[nn.Module], x: torch.Tensor,
+               hw_shape) -> torch.Tensor:
+        recompute = self.adapter_cp and not self.with_cp
+        for adapter in each(slot):
+            x = call_adapter(adapter, x, hw_shape, recompute)
+        return x
+
+    def adapted_sublayer(self, sublayer: str, x: torch.Tensor, hw_shape,
+                         norm: nn.Module,
+                         body: Callable[[torch.Tensor], torch.Tensor],
+                         drop_path: nn.Module) -> torch.Tensor:
+        """``x + drop_path(body(norm(x)))`` with this sublayer's adapters at
+        their placements (see the module docstring)."""
+        out = body(self._chain(self._slot(sublayer, 'pre'), norm(x),
+                               hw_shape))
+        out = self._chain(self._slot(sublayer, 'series'), out, hw_shape)
+        y = x + drop_path(out)
+        recompute = self.adapter_cp and not self.with_cp
+        for adapter in each(self._slot(sublayer, 'parallel')):
+            y = y + call_adapter(adapter.delta, x, hw_shape, recompute)
+        return self._chain(self._slot(sublayer, 'post'), y, hw_shape)
+
+    def has_adapters(self) -> bool:
+        return any(self.token_slots.values()) or has_weight_adapters(self)
+
+    @torch.no_grad()
+    def merge_slots(self) -> None:
+        """Deploy form of this block's adapters (see the module docstring)."""
+        for sublayer in SUBLAYERS:
+            for placement in WEIGHT_PLACEMENTS[sublayer]:
+                module, weight, _ = self.weight_owner(placement)
+                merge_weight_adapters(module, weight)
+            pre = list(each(self._slot(sublayer, 'pre')))
+            affine = [adapter.as_affine() for adapter in pre]
+            if pre and all(a is not None for a in affine):
+                self._fold_pre(sublayer, affine)
+            for placement in TOKEN_PLACEMENTS:
+                for adapter in each(self._slot(sublayer, placement)):
+                    adapter.deploy()
+
+    def _fold_pre(self, sublayer: str,
+                  affine: List[Tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Compose the affine ``pre`` adapters and fold them into the first
+        linear of the sublayer: ``W <- W M``, ``b <- W c + b``."""
+        from ..adapters.repadapter import fold_affine_into_linear
+        matrix, offset = affine[0]
+        for m, c in affine[1:]:
+            matrix, offset = m @ matrix, m @ offset + c
+        module, weight, bias = self.weight_owner(FIRST_LINEAR[sublayer])
+        if getattr(module, bias) is None:
+            raise ValueError(
+                f'Folding the {sublayer}.pre adapters needs a bias on '
+                f'{FIRST_LINEAR[sublayer]} to absorb their offset; build the '
+                'backbone with qkv_bias=True (the stock setting), or keep the '
+                'model unmerged.')
+        fold_affine_into_linear(getattr(module, weight), getattr(module, bias),
+                                matrix, offset)
+        delattr(self, self.token_slots[sublayer].pop('pre'))
+
+
+def merged_slots(slots: Sequence[Slot], block: AdaptedBlock) -> List[Slot]:
+    """The slots of ``slots`` that ``block`` still holds after merging, with
+    each adapter config updated to build its deploy form."""
+    kept = []
+    for slot in slots:
+        if slot.on_weight or slot.placement not in block.token_slots.get(
+                slot.sublayer, {}):
+            continue
+        adapters = list(each(getattr(block, slot.name)))
+        cfgs = tuple(dict(cfg, **adapter.deploy_cfg())
+                     for cfg, adapter in zip(slot.cfgs, adapters))
+        kept.append(Slot(slot.sublayer, slot.placement, cfgs, slot.name))
+    return kept
+
