@@ -111,10 +111,17 @@ def test_one_step_of_the_tiny_voc_config_moves_only_adapters(
         *train_one_step(tiny_voc_cfg(config, demo_data, tmp_path)))
 
 
-@pytest.mark.slow  # a full-size Swin-B / ViT-B model step per config
-@pytest.mark.parametrize('config', [c for c, _ in CONFIGS])
-def test_one_step_of_each_config_moves_only_adapters(config, demo_data,
-                                                     tmp_path):
+# One task per method and host, rotating so that each host runs each task
+# once: a full-size Swin-B / ViT-B step costs ~30 s on 2 CPU cores, so all
+# 32 would take a quarter of CI's time. Every config still builds above, and
+# every method trains one tiny VOC step in the fast tier.
+FULL_SIZE_STEPS = [CONFIGS[i * len(TASKS) + (i + i // 2) % len(TASKS)][0]
+                   for i in range(len(CONFIGS) // len(TASKS))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', FULL_SIZE_STEPS)
+def test_one_full_size_step_moves_only_adapters(config, demo_data, tmp_path):
     cfg = tiny_runner_cfg(osp.join(REPO_ROOT, config), demo_data, tmp_path,
                           max_iters=1)
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
