@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 import mmpeft.compat  # noqa: F401  (the checkpoint save shim)
 from mmengine.runner.checkpoint import save_checkpoint
+from mmpeft.engine.checkpoint_io import load_file
 from mmpeft.engine import (AdapterLoadHook, ExactResumeHook, NaNGuardHook,
                            NonFiniteLossError, NotResumableError)
 from mmpeft.engine import exact_resume_hook, mimi_prune_hook, nan_guard_hook
@@ -307,8 +308,7 @@ def test_mimi_round_disagreeing_with_masks_is_refused(tmp_path):
     resumes and prunes on the wrong schedule."""
     one_round = dict(PRUNE, sigma_target=4)  # 80 -> 40 neurons at iter 2
     mimi_runner(tmp_path / 'run', max_iters=2, prune=one_round).train()
-    checkpoint = torch.load(tmp_path / 'run' / 'iter_2.pth',
-                            weights_only=False)
+    checkpoint = load_file(str(tmp_path / 'run' / 'iter_2.pth'))
     assert checkpoint['meta']['mimi']['round'] == 1
     checkpoint['meta']['mimi']['round'] = 2
     torch.save(checkpoint, tmp_path / 'tampered.pth')
