@@ -127,3 +127,51 @@ METHODS: Dict[str, Method] = {
 def methods_for(host: str) -> Tuple[Method, ...]:
     """The methods that run on ``host`` ('swin' or 'vit'), in table order."""
     return tuple(m for m in METHODS.values() if m.host == host)
+
+
+@dataclass(frozen=True)
+class PolicyMethod:
+    """A method that adds no module and trains a part of the backbone
+    itself, chosen by a ``PEFTFreezeHook`` policy (the Mona paper's
+    baselines besides the adapters).
+
+    Args:
+        name: short key (``bitfit_swin``).
+        host: ``'swin'`` or ``'vit'``.
+        policy: the ``PEFTFreezeHook`` arguments; None is full fine-tuning
+            (the baseline config, no PEFT hook: everything trains).
+        paper: where the method comes from.
+        config_base: the method config base that task configs inherit
+            (Full: none, its task configs are ``configs/baselines``).
+    """
+    name: str
+    host: str
+    policy: Optional[Dict]
+    paper: str
+    config_base: str = ''
+
+
+# Zero-module methods on both hosts, as the Mona paper defines its baselines
+# (arXiv 2408.08345, Sec. 4.1): Full trains everything; Fixed freezes the
+# backbone and trains neck and heads; BitFit adds the backbone's bias
+# vectors; NormTuning its norm layers; Partial-1 its last stage (Swin: stage
+# 4 with its output norm; ViT: the last layer with the final norm).
+POLICIES = {
+    'full': (None, 'full fine-tuning (the baseline configs)'),
+    'fixed': ({}, 'backbone frozen, neck and heads train'),
+    'bitfit': (dict(train_biases=True),
+               'Zaken et al., ACL 2022, arXiv 2106.10199'),
+    'normtuning': (dict(train_norms=True),
+                   'norm layers only (the Mona paper\'s NormTuning)'),
+    'partial1': (dict(train_last_stage=True),
+                 'last stage only (Yosinski et al., NeurIPS 2014; '
+                 'the Mona paper\'s Partial-1)'),
+}
+POLICY_METHODS: Dict[str, PolicyMethod] = {
+    f'{name}_{host}': PolicyMethod(
+        f'{name}_{host}', host, policy, paper,
+        config_base='' if policy is None else
+        f'configs/_base_/methods/{name}_{host}.py')
+    for name, (policy, paper) in POLICIES.items()
+    for host in HOST_TYPES
+}

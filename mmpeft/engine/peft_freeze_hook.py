@@ -42,19 +42,36 @@ class FreezePolicy:
     holds ``'bias'``): every bias vector of the backbone trains too -- of
     linear, conv and norm layers and nn.MultiheadAttention's
     ``in_proj_bias``; a table like Swin's ``relative_position_bias_table``
-    is no bias vector and stays frozen.
+    is no bias vector and stays frozen. ``train_norms=True`` is NormTuning,
+    ``train_last_stage=True`` Partial-1 (the backbone's last stage and the
+    norm of its output: Swin's ``stages.3`` + ``norm3``, ViT's last layer +
+    ``ln1``); with no adapters and nothing else listed the policy is Fixed.
     """
     train_norms: bool = False  # backbone norms (adapters' own always train)
     train_patch_embed: bool = False  # backbone.patch_embed
     train_neck: bool = True
     train_head: bool = True  # every top-level child named '*head'
     train_biases: bool = False  # every backbone '*.bias' / '*_bias'
+    train_last_stage: bool = False  # backbone.last_stage_prefixes()
 
 
 def is_bias(name: str) -> bool:
     """A bias vector: the parameter is called ``bias`` or ``*_bias``."""
     leaf = name.rsplit('.', 1)[-1]
     return leaf == 'bias' or leaf.endswith('_bias')
+
+
+def last_stage_names(model: nn.Module) -> tuple:
+    """``backbone.<prefix>`` of the backbone's last stage (Partial-1)."""
+    backbone = getattr(model, 'backbone', None)
+    prefixes = getattr(backbone, 'last_stage_prefixes', None)
+    if prefixes is None:
+        raise FreezePolicyError(
+            f'train_last_stage: the backbone '
+            f'({type(backbone).__name__}) does not say where its last stage '
+            'is. Use an mmpeft host (AdapterSwinTransformer, '
+            "AdapterVisionTransformer; adapters=dict() for none).")
+    return tuple(f'backbone.{p}' for p in prefixes())
 
 
 def policy_flags(model: nn.Module, policy: FreezePolicy) -> Dict[str, bool]:
@@ -67,6 +84,7 @@ def policy_flags(model: nn.Module, policy: FreezePolicy) -> Dict[str, bool]:
         if isinstance(module, NORM_TYPES)
         for name, _ in module.named_parameters(recurse=False)
     }
+    last_stage = last_stage_names(model) if policy.train_last_stage else ()
     flags = {}
     for name, _ in model.named_parameters():
         group = param_group(name, adapters)
@@ -76,7 +94,8 @@ def policy_flags(model: nn.Module, policy: FreezePolicy) -> Dict[str, bool]:
             trains = ((policy.train_norms and name in norm_params)
                       or (policy.train_patch_embed
                           and name.startswith('backbone.patch_embed.'))
-                      or (policy.train_biases and is_bias(name)))
+                      or (policy.train_biases and is_bias(name))
+                      or name.startswith(last_stage))
         elif group == NECK:
             trains = policy.train_neck
         elif group == HEAD:
@@ -132,9 +151,9 @@ class PEFTFreezeHook(Hook):
 
     Args:
         train_norms, train_patch_embed, train_neck, train_head,
-            train_biases: the :class:`FreezePolicy` (defaults: the official
-            Mona policy; ``train_biases=True``: RepAdapter's segmentation
-            recipe).
+            train_biases, train_last_stage: the :class:`FreezePolicy`
+            (defaults: the official Mona policy; ``train_biases=True``:
+            RepAdapter's segmentation recipe and BitFit).
         out_file: the parameter table as JSON, relative to ``work_dir``.
 
     Under DDP the wrapper only synchronises the parameters that required grad
@@ -150,9 +169,11 @@ class PEFTFreezeHook(Hook):
                  train_neck: bool = True,
                  train_head: bool = True,
                  train_biases: bool = False,
+                 train_last_stage: bool = False,
                  out_file: str = 'peft_params.json'):
         self.policy = FreezePolicy(train_norms, train_patch_embed, train_neck,
-                                   train_head, train_biases)
+                                   train_head, train_biases,
+                                   train_last_stage)
         self.out_file = out_file
 
     def before_run(self, runner) -> None:

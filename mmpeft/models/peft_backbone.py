@@ -43,11 +43,18 @@ class PEFTBackboneMixin:
         ``adapter_cfg`` records the placements (checkpoint metadata)."""
         self.slots = parse_adapters(adapters, self.slot_names)
         self.adapter_cfg = slots_to_cfg(self.slots)
-        for block in self.blocks():
+        for block in self.blocks() if self.slots else ():
             self.block_class.adapt(block)
             block.adapter_cp = adapter_cp
             block.add_slots(self.slots, self.block_width(block))
         self.freeze_pretrained()
+
+    def last_stage_prefixes(self) -> Tuple[str, ...]:
+        """Parameter-name prefixes of the last stage, with the norm of its
+        output: what Partial-1 trains."""
+        raise NotImplementedError(
+            f'{type(self).__name__} does not say where its last stage is; '
+            'define last_stage_prefixes() to use train_last_stage.')
 
     def named_adapters(self) -> Iterator[Tuple[str, nn.Module]]:
         return iter_adapters(self)

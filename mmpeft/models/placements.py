@@ -83,9 +83,12 @@ def parse_adapters(adapters: Mapping,
     ``names`` (sublayer -> attribute) overrides the block attribute of token
     slots (default ``<sublayer>_<placement>``, e.g. ``attn_post``); the
     method presets, one token slot per sublayer, keep their ``attn_adapter``
-    / ``ffn_adapter`` checkpoint keys this way.
+    / ``ffn_adapter`` checkpoint keys this way. An empty mapping is no slot:
+    the stock backbone, frozen, for the methods that train parts of the
+    backbone itself (Fixed, BitFit, NormTuning, Partial-1; their
+    ``PEFTFreezeHook`` policy says which).
     """
-    if not isinstance(adapters, Mapping) or not adapters:
+    if not isinstance(adapters, Mapping):
         raise ValueError(
             'adapters must map sublayers to placements to adapter configs, '
             "e.g. adapters=dict(attn=dict(post=dict(type='Mona')), "

@@ -104,6 +104,10 @@ class AdapterSwinTransformer(PEFTBackboneMixin, SwinTransformer):
     def block_width(self, block: SwinBlock) -> int:
         return block.norm1.normalized_shape[0]
 
+    def last_stage_prefixes(self):
+        last = len(self.stages) - 1
+        return (f'stages.{last}.', f'norm{last}.')
+
     def _load_pretrained(self) -> None:
         try:
             super()._load_pretrained()

@@ -175,6 +175,9 @@ class AdapterVisionTransformer(PEFTBackboneMixin, VisionTransformer):
     def block_width(self, layer: TransformerEncoderLayer) -> int:
         return self.pos_embed.shape[-1]
 
+    def last_stage_prefixes(self):
+        return (f'layers.{len(self.layers) - 1}.', 'ln1.')
+
     def merge_adapters(self) -> 'AdapterVisionTransformer':
         super().merge_adapters()
         if not any(isinstance(layer, AdapterViTLayer)
