@@ -1,0 +1,38 @@
+# NormTuning
+# on mmdet's Swin: what every configs/normtuning/*_swinb_* task config
+# adds to its full fine-tuning baseline.
+#
+# Every norm layer of the backbone trains (weight and bias); nothing else
+# in it does.
+# No module is added: the host is built with adapters=dict() (its stock
+# blocks, every weight frozen) and the PEFTFreezeHook policy below unfreezes
+# what the method trains. Beside every checkpoint, AdapterMergeHook writes
+# `*_deploy.pth` (a stock backbone state dict) and `*_adapters.pth` (what
+# trained: that part of the backbone, the neck and the heads).
+#
+# A task config is its baseline plus this file, and places the backbone:
+#   _base_ = ['../baselines/<task>.py',
+#             '../_base_/methods/normtuning_swin.py']
+#   model = dict(backbone=_base_.peft_backbone)
+# No optimizer change (the baseline's AdamW and schedule), so that the two
+# runs differ only in what trains. Definitions: mmpeft/methods.py (POLICIES).
+_base_ = ['../peft_hooks.py']
+custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+
+# The official ImageNet-22k Swin-B release, read with convert_weights=True:
+#   wget -P checkpoints https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224_22k.pth  # noqa
+normtuning_pretrained = 'checkpoints/swin_base_patch4_window7_224_22k.pth'
+
+# Merged over the baseline's backbone (depths, widths, drop path kept).
+peft_backbone = dict(
+    type='AdapterSwinTransformer',
+    adapters=dict(),
+    convert_weights=True,
+    init_cfg=dict(type='Pretrained', checkpoint=normtuning_pretrained))
+# peft_hooks.py's list with this method's policy.
+custom_hooks = [
+    dict(type='WorkDirLockHook'),
+    dict(type='PEFTFreezeHook', train_norms=True),
+    dict(type='AdapterMergeHook'),
+    dict(type='NaNGuardHook'),
+]

@@ -1,0 +1,8 @@
+# BitFit: Oriented R-CNN (le90), DOTA-v1.0, 1x,
+# Swin-B (ImageNet-22k): the full fine-tuning baseline with the
+# bitfit_swin method base.
+_base_ = [
+    '../baselines/orientedrcnn_swinb_dota.py',
+    '../_base_/methods/bitfit_swin.py'
+]
+model = dict(backbone=_base_.peft_backbone)

@@ -1,0 +1,8 @@
+# Fixed: Faster R-CNN, Pascal VOC 07+12,
+# Swin-B (ImageNet-22k): the full fine-tuning baseline with the
+# fixed_swin method base.
+_base_ = [
+    '../baselines/fasterrcnn_swinb_voc.py',
+    '../_base_/methods/fixed_swin.py'
+]
+model = dict(backbone=_base_.peft_backbone)

@@ -1,0 +1,8 @@
+# Fixed: Oriented R-CNN (le90), DOTA-v1.0, 1x,
+# ViT-B/16 (timm, ImageNet-21k -> 1k): the full fine-tuning baseline with the
+# fixed_vit method base.
+_base_ = [
+    '../baselines/orientedrcnn_vitb_dota.py',
+    '../_base_/methods/fixed_vit.py'
+]
+model = dict(backbone=_base_.peft_backbone)

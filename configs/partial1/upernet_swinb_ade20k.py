@@ -1,0 +1,8 @@
+# Partial-1: UperNet, ADE20K, 512x512 crops, 160k iterations,
+# Swin-B (ImageNet-22k): the full fine-tuning baseline with the
+# partial1_swin method base.
+_base_ = [
+    '../baselines/upernet_swinb_ade20k.py',
+    '../_base_/methods/partial1_swin.py'
+]
+model = dict(backbone=_base_.peft_backbone)
