@@ -5,14 +5,17 @@
 #             1.2.2, no mmrotate) into $(LATEST_VENV) and run the fast tier
 #             there ($(LATEST_PYTEST)); mmrotate tests skip with the reason
 # make env-info: print the detected stack and the available backbones / hooks
-# make demo:  generate data/demo, train the tiny Swin detector (step 1), fine-tune
-#             Mona on its frozen backbone (step 2), evaluate the merged deploy
-#             checkpoint and the adapter-only checkpoint on step 1's model
+# make demo:  generate data/demo, pretrain the tiny Swin detector on the COCO-
+#             format shapes (step 1), fine-tune Mona on its frozen backbone on
+#             the visibly different VOC-format set (step 2), evaluate the merged
+#             deploy checkpoint and the adapter-only checkpoint on step 1's model
+# make compare-demo: the comparison table on the demo task, all twelve methods
+#             (tools/compare.py demo; two single-threaded runs at a time)
 PY := .venv/bin/python
 # Step 1 trains into its default work dir, where step 2's config loads the
-# backbone from (model.backbone.init_cfg in configs/demo/mona_fasterrcnn_voc.py).
-DEMO_PRETRAIN_CONFIG := configs/demo/swin_fasterrcnn_voc.py
-DEMO_PRETRAIN_WORK_DIR := work_dirs/swin_fasterrcnn_voc
+# backbone from (swin_pretrained in configs/demo/_base_/tiny_swin.py).
+DEMO_PRETRAIN_CONFIG := configs/demo/swin_fasterrcnn_coco.py
+DEMO_PRETRAIN_WORK_DIR := work_dirs/swin_fasterrcnn_coco
 DEMO_CONFIG := configs/demo/mona_fasterrcnn_voc.py
 DEMO_WORK_DIR := work_dirs/mona_fasterrcnn_voc
 # The tiny demo model trains ~3x faster on one intra-op thread than on two
@@ -23,7 +26,9 @@ DEMO_ENV := OMP_NUM_THREADS=1
 LATEST_VENV := .venv-latest
 LATEST_PYTEST := -q -m "not slow"
 
-.PHONY: setup test test-latest env-info demo
+COMPARE_WORK_DIR := work_dirs/compare_demo
+
+.PHONY: setup test test-latest env-info demo compare-demo
 
 setup:
 	bash scripts/setup.sh
@@ -49,3 +54,7 @@ demo: setup
 	$(DEMO_ENV) $(PY) tools/test.py $(DEMO_CONFIG) \
 		$$(cat $(DEMO_PRETRAIN_WORK_DIR)/last_checkpoint) \
 		--adapter $${ckpt%.pth}_adapters.pth --work-dir $(DEMO_WORK_DIR)
+
+compare-demo: setup
+	$(PY) tools/make_demo_data.py --out data/demo
+	$(DEMO_ENV) $(PY) tools/compare.py demo --jobs 2 --work-dir $(COMPARE_WORK_DIR)

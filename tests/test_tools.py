@@ -60,13 +60,14 @@ def test_train_then_test(task, demo_data, tmp_path):
 
 @pytest.mark.slow
 def test_demo_two_steps(demo_data, tmp_path):
-    """`make demo` in small: the stock Swin detector trains, Mona fine-tunes
-    on its frozen backbone, and tools/test.py evaluates the merged deploy
-    checkpoint and the adapter-only checkpoint on the step-1 model."""
+    """`make demo` in small: the stock Swin detector trains on the COCO
+    set, Mona fine-tunes on its frozen backbone on the VOC set, and
+    tools/test.py evaluates the merged deploy checkpoint and the
+    adapter-only checkpoint on the step-1 model."""
     base = str(tmp_path / 'step1' / 'iter_2.pth')
     stem = str(tmp_path / 'step2' / 'iter_2')
     step2_file = str(tmp_path / 'step2.py')
-    for step, config in (('step1', 'swin_fasterrcnn_voc.py'),
+    for step, config in (('step1', 'swin_fasterrcnn_coco.py'),
                          ('step2', 'mona_fasterrcnn_voc.py')):
         cfg = tiny_runner_cfg(osp.join(REPO_ROOT, 'configs/demo', config),
                               demo_data, tmp_path / step, max_iters=2)

@@ -4,8 +4,13 @@ ADE20K, Pascal VOC and DOTA.
 Nothing can be downloaded where the tests and the demo run, so they train and
 evaluate on these instead; the stock mmdet / mmseg / mmrotate dataset classes
 read them unchanged, so the real loaders are what is exercised. Each image
-shows a few coloured shapes on a textured background; the class of a shape
-fixes both its form and its colour, so a small detector learns them quickly.
+shows a few shapes on a textured background. In COCO, ADE20K and DOTA the
+class of a shape fixes both its form and its colour, so a small detector
+learns them quickly. VOC is the demo's target domain, visibly different from
+the COCO set its backbone is pretrained on (``make demo``, ``tools/compare.py
+demo``): other forms (star, cross, hexagon, arrow), striped fills of any
+colour (only the form tells the class), smaller objects, darker gridded
+backgrounds.
 
 The classes are the first ones of each stock class list, so label indices are
 the same whether a config keeps the full list or selects only these. Layout
@@ -20,7 +25,8 @@ configs expect under their ``data_root``):
   floor, tree (2-5) as shapes, and 0 ("other", ignored) on the border.
 - ``VOCdevkit/``: ``VOC2007/`` (trainval + test) and ``VOC2012/``
   (trainval), each with ``Annotations/``, ``JPEGImages/`` and
-  ``ImageSets/Main/``; aeroplane, bicycle, bird, boat.
+  ``ImageSets/Main/``; aeroplane, bicycle, bird, boat (drawn as star,
+  cross, hexagon, arrow).
 - ``dota/``: ``{trainval,test}/{images/*.png,annfiles/*.txt}``, the layout of
   mmrotate's patch splitter (``test/`` is labelled here); plane,
   baseball-diamond, bridge, ground-track-field.
@@ -63,6 +69,21 @@ DOTA_CLASSES = ('plane', 'baseball-diamond', 'bridge', 'ground-track-field')
 # One saturated BGR colour per class index; backgrounds stay muted.
 _COLOURS = ((40, 40, 220), (40, 200, 40), (220, 70, 40), (40, 215, 230))
 _SHAPES = ('ellipse', 'rectangle', 'triangle', 'rotated_rectangle')
+# The VOC set's forms: none of them is one of the COCO set's.
+_TARGET_SHAPES = ('star', 'cross', 'hexagon', 'arrow')
+# Outlines in units of the half-size, centred at 0 (rotated when drawn).
+_OUTLINES = dict(
+    star=np.array([((1.0 if i % 2 == 0 else 0.45) * np.sin(i * np.pi / 5),
+                    -(1.0 if i % 2 == 0 else 0.45) * np.cos(i * np.pi / 5))
+                   for i in range(10)]),
+    cross=np.array([[-.3, -1], [.3, -1], [.3, -.3], [1, -.3], [1, .3],
+                    [.3, .3], [.3, 1], [-.3, 1], [-.3, .3], [-1, .3],
+                    [-1, -.3], [-.3, -.3]]),
+    hexagon=np.array([(np.cos(i * np.pi / 3), np.sin(i * np.pi / 3))
+                      for i in range(6)]),
+    arrow=np.array([[-1, -.3], [.2, -.3], [.2, -.8], [1, 0], [.2, .8],
+                    [.2, .3], [-1, .3]]),
+)
 DATASETS = ('coco', 'ade20k', 'voc', 'dota')
 
 
@@ -108,6 +129,11 @@ def _polygon(rng, shape, cx, cy, size):
     if shape == 'rotated_rectangle':
         return cv2.boxPoints(((cx, cy), (2 * a, 2 * b * rng.uniform(0.4, 0.8)),
                               rng.uniform(0, 180))).astype(np.float64)
+    if shape in _OUTLINES:
+        theta = rng.uniform(0, 2 * np.pi)
+        rot = np.array([[np.cos(theta), -np.sin(theta)],
+                        [np.sin(theta), np.cos(theta)]])
+        return _OUTLINES[shape] * a @ rot.T + (cx, cy)
     raise ValueError(shape)
 
 
@@ -150,6 +176,45 @@ def _scene(rng, h, w, shapes, num_range=(1, 3), size_range=(0.3, 0.55)):
     objects = _sample_objects(rng, h, w, shapes, num_range, size_range)
     for label, poly in objects:
         _draw(rng, img, label, poly)
+    return _add_noise(rng, img), objects
+
+
+def _target_background(rng, h, w):
+    """Darker than the source domain's, with a faint grid."""
+    base = rng.uniform(30, 90) + rng.uniform(-10, 10, size=3)
+    blotches = cv2.resize(
+        rng.normal(0, 15, size=(h // 16 + 2, w // 16 + 2, 3)), (w, h),
+        interpolation=cv2.INTER_CUBIC)
+    img = np.clip(base + blotches, 0, 255).astype(np.uint8)
+    step = int(rng.integers(12, 28))
+    grey = int(base.mean() + 25)
+    img[::step] = img[:, ::step] = grey
+    return img
+
+
+def _draw_striped(rng, img, poly):
+    """Fill with stripes of a random colour and its darker shade, at a random
+    angle and period: no colour belongs to a class."""
+    h, w = img.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+    colour = rng.uniform(90, 255, size=3)
+    theta = rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[:h, :w]
+    phase = (xx * np.cos(theta) + yy * np.sin(theta)) / rng.uniform(4, 9)
+    light = (phase % 1) < 0.5
+    inside = mask.astype(bool)
+    img[inside & light] = colour.astype(np.uint8)
+    img[inside & ~light] = (colour * 0.45).astype(np.uint8)
+
+
+def _target_scene(rng, h, w, num_range=(2, 5), size_range=(0.18, 0.38)):
+    """The VOC set's image: striped target-domain forms on a dark grid."""
+    img = _target_background(rng, h, w)
+    objects = _sample_objects(rng, h, w, _TARGET_SHAPES, num_range,
+                              size_range)
+    for _, poly in objects:
+        _draw_striped(rng, img, poly)
     return _add_noise(rng, img), objects
 
 
@@ -266,7 +331,8 @@ def _voc_xml(folder, file_name, h, w, objects):
 
 
 def make_voc(root, num_train=64, num_val=16, img_size=256, seed=0):
-    """Pascal VOC format (XML boxes, JPEGImages, ImageSets/Main lists).
+    """Pascal VOC format (XML boxes, JPEGImages, ImageSets/Main lists), in
+    the target domain's style (``_target_scene``).
 
     VOC2007 gets half of the training images as trainval and all validation
     images as test; VOC2012 gets the other half as trainval, so the stock
@@ -287,7 +353,7 @@ def make_voc(root, num_train=64, num_val=16, img_size=256, seed=0):
         ids = []
         for i in range(start[year], start[year] + num):
             img_id = id_fmt.format(i)
-            img, objects = _scene(rng, h, w, _SHAPES)
+            img, objects = _target_scene(rng, h, w)
             cv2.imwrite(osp.join(sub, 'JPEGImages', img_id + '.jpg'), img)
             _voc_xml(year, img_id + '.jpg', h, w, objects).write(
                 osp.join(sub, 'Annotations', img_id + '.xml'))

@@ -11,6 +11,7 @@ _base_ = [
     '../_base_/schedules/det_adamw_1x.py', '../_base_/runtimes/mmdet.py',
     './_base_/tiny_swin.py', '../_base_/peft_hooks.py'
 ]
+custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 data_root = 'data/demo/coco/'
 # The generator draws the first four COCO categories.
 metainfo = dict(classes=('person', 'bicycle', 'car', 'motorcycle'))

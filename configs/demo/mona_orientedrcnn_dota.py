@@ -12,6 +12,7 @@ _base_ = [
     '../_base_/runtimes/mmrotate.py', './_base_/tiny_swin.py',
     '../_base_/peft_hooks.py'
 ]
+custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 data_root = 'data/demo/dota/'
 # The generator draws the first four DOTA classes.
 metainfo = dict(

@@ -13,6 +13,7 @@ _base_ = [
     '../_base_/schedules/seg_adamw_160k.py', '../_base_/runtimes/mmseg.py',
     './_base_/tiny_swin.py', '../_base_/peft_hooks.py'
 ]
+custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 data_root = 'data/demo/ade/ADEChallengeData2016'
 img_scale = (256, 256)
 crop_size = (192, 192)

@@ -1,8 +1,11 @@
-# CPU demo, step 1 of 2 ("pretraining"): Faster R-CNN with the stock tiny Swin
-# on the generated VOC-format data (`python tools/make_demo_data.py` writes
-# data/demo/), every weight trained from random initialisation. There is no
-# pretrained tiny Swin to download, so this run makes one: step 2,
-# mona_fasterrcnn_voc.py, freezes its backbone and fine-tunes Mona adapters.
+# CPU transfer demo, step 2 of 2, Full: Faster R-CNN on the generated
+# VOC-format set (the target domain: stars, crosses, hexagons and arrows with
+# striped fills of any colour, smaller than the source domain's shapes), the
+# tiny Swin initialised from step 1 (swin_fasterrcnn_coco.py, trained on the
+# COCO-format shapes) and every weight trained; neck and heads start fresh,
+# as after ImageNet pretraining. The full fine-tuning row of the demo table
+# (`tools/compare.py demo`), and the baseline every PEFT method's demo config
+# (mona_fasterrcnn_voc.py, compare/*.py) adds its method to.
 _base_ = [
     '../_base_/models/faster_rcnn_swin_fpn.py',
     '../_base_/datasets/voc0712.py', '../_base_/schedules/det_adamw_1x.py',
@@ -14,7 +17,7 @@ metainfo = dict(classes=('aeroplane', 'bicycle', 'bird', 'boat'))
 img_scale = (256, 192)
 
 model = dict(
-    backbone=_base_.tiny_swin,
+    backbone=dict(_base_.tiny_swin, init_cfg=_base_.swin_pretrained_init),
     neck=dict(in_channels=_base_.tiny_swin_widths, out_channels=64),
     rpn_head=dict(in_channels=64, feat_channels=64),
     roi_head=dict(
@@ -57,8 +60,9 @@ train_dataloader = dict(
                 metainfo=metainfo,
                 ann_file=f'VOC{year}/ImageSets/Main/trainval.txt',
                 data_prefix=dict(sub_data_root=f'VOC{year}/'),
+                # The target domain's objects are 30-70 pixels: keep them.
                 filter_cfg=dict(
-                    filter_empty_gt=True, min_size=32, bbox_min_size=32),
+                    filter_empty_gt=True, min_size=8, bbox_min_size=8),
                 pipeline=train_pipeline) for year in (2007, 2012)
         ]))
 val_dataloader = dict(

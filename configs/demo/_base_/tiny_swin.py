@@ -1,10 +1,13 @@
 # What the CPU demos share: a 4-stage, 32-wide Swin (the Swin-T layout shrunk
-# to train in minutes on a CPU), the same with Mona adapters, and a
-# 300-iteration schedule (batch 4, warm-up 50, lr 1e-3, one checkpoint at
-# the end, seed 0). Besides `custom_imports` and `randomness` these are
-# variables that each demo picks by `_base_.<name>`: the stock runtime,
-# schedule and model bases own the real keys.
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+# to train in minutes on a CPU), the same with Mona adapters, a 4-layer,
+# 64-wide ViT with its simple feature pyramid, where the transfer demo's
+# pretrained backbones are written, and a 300-iteration schedule (batch 4,
+# warm-up 50, lr 1e-3, one checkpoint at the end, seed 0). Besides
+# `randomness` these are variables that each demo picks by `_base_.<name>`:
+# the stock runtime, schedule and model bases own the real keys. A demo that
+# uses mmpeft imports it in its own body (not here: the method bases that
+# compare/*.py inherit import it too, and mmengine refuses a key that two
+# bases set).
 # Fixed seed: the demos' metrics are reproducible from run to run.
 randomness = dict(seed=0)
 
@@ -25,6 +28,41 @@ tiny_mona_swin = dict(
     tiny_swin,
     type='MonaSwinTransformer',
     adapter_cfg=dict(type='Mona', inner_dim=16, dropout=0.1))
+
+# The transfer demo (`make demo`, `tools/compare.py demo`): step 1 trains the
+# stock tiny backbone on the COCO-format shapes (swin_fasterrcnn_coco.py,
+# vit_fasterrcnn_coco.py, the source domain) into its default work dir; every
+# method then fine-tunes it on the VOC-format set (the target domain).
+# mmdet's Swin reads the `backbone.` keys of a whole detector checkpoint;
+# mmseg's ViT needs a bare backbone state dict, which tools/compare.py
+# (`write_backbone_checkpoint`) writes beside step 1's checkpoint.
+swin_pretrained = 'work_dirs/swin_fasterrcnn_coco/iter_300.pth'
+vit_pretrained = 'work_dirs/vit_fasterrcnn_coco/iter_300_backbone.pth'
+swin_pretrained_init = dict(type='Pretrained', checkpoint=swin_pretrained)
+vit_pretrained_init = dict(type='Pretrained', checkpoint=vit_pretrained)
+
+# ViT-B/16's layout shrunk (mmseg VisionTransformer arguments); the position
+# table is sized for the 256x192 demo images.
+tiny_vit = dict(
+    type='mmseg.VisionTransformer',
+    img_size=(192, 256),
+    patch_size=16,
+    embed_dims=64,
+    num_layers=4,
+    num_heads=2,
+    mlp_ratio=4,
+    qkv_bias=True,
+    drop_path_rate=0.1,
+    with_cls_token=True,
+    final_norm=True,
+    out_indices=-1,
+    norm_cfg=dict(type='LN', eps=1e-6),
+    init_cfg=None)
+tiny_vit_neck = [
+    dict(type='SimpleFeaturePyramid', in_channels=64,
+         scale_factors=(4.0, 2.0, 1.0, 0.5)),
+    dict(type='mmdet.FPN', in_channels=[64] * 4, out_channels=64, num_outs=5)
+]
 
 max_iters = 300
 iter_train_cfg = dict(
