@@ -125,14 +125,14 @@ def adapter_widths(backbone: nn.Module):
     tensors' shapes are (a MiMi model keeps its shapes and masks neurons)."""
     widths = getattr(backbone, 'adapter_widths', None)
     widths = widths() if callable(widths) else widths
-    return None if widths is None else _plain(widths)
+    return None if widths is None else plain_config(widths)
 
 
 def method_meta(model: nn.Module) -> dict:
     """What identifies the adapters: backbone class, adapter_cfg, widths."""
     _, backbone = find_peft_backbone(model)
     return dict(backbone_type=type(backbone).__name__,
-                adapter_cfg=_plain(backbone.adapter_cfg),
+                adapter_cfg=plain_config(backbone.adapter_cfg),
                 adapter_widths=adapter_widths(backbone))
 
 
@@ -323,7 +323,7 @@ def backbone_deploy_cfg(merged: PEFTBackboneMixin, backbone_cfg: dict) -> dict:
     The pretrained ``init_cfg`` is dropped: the deploy checkpoint holds every
     weight.
     """
-    cfg = _plain(backbone_cfg)
+    cfg = plain_config(backbone_cfg)
     init_cfg = cfg.get('init_cfg')
     pretrained = ('Pretrained', 'Pretrained_Part')
     if isinstance(init_cfg, dict) and init_cfg.get('type') in pretrained:
@@ -336,7 +336,7 @@ def backbone_deploy_cfg(merged: PEFTBackboneMixin, backbone_cfg: dict) -> dict:
         cfg = {k: v for k, v in cfg.items() if k == 'type' or k in accepted}
         cfg['type'] = f'{host.__module__.split(".")[0]}.{host.__name__}'
         return cfg
-    cfg.update(_plain(merged.deploy_backbone_cfg()))
+    cfg.update(plain_config(merged.deploy_backbone_cfg()))
     return cfg
 
 
@@ -406,12 +406,12 @@ def build_from_config(cfg: Config) -> nn.Module:
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def _plain(value):
+def plain_config(value):
     """ConfigDicts and tuples -> dicts and lists (stable, JSON-like)."""
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_config(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_config(v) for v in value]
     return value
 
 

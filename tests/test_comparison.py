@@ -1,0 +1,256 @@
+"""tools/compare.py and mmpeft.comparison: which config each method runs,
+the generated configs, the table's ratios, resumability, and one real run
+through tools/train.py / test.py / count_params.py."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+from helpers import REPO_ROOT, tiny_runner_cfg
+from mmpeft import comparison as cmp
+from mmpeft.methods import METHODS, POLICY_METHODS
+
+SWIN_VOC = 'configs/baselines/fasterrcnn_swinb_voc.py'
+
+
+@pytest.fixture(autouse=True)
+def in_repo(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+
+
+def test_parse_methods_orders_and_rejects():
+    assert cmp.parse_methods(['all']) == list(cmp.ALL_METHODS)
+    assert cmp.parse_methods(['mona', 'full', 'lora']) == [
+        'full', 'lora', 'mona'
+    ]
+    with pytest.raises(cmp.ComparisonError, match='Unknown method'):
+        cmp.parse_methods(['loha'])
+
+
+def test_method_key_per_host():
+    assert cmp.method_key('lora', 'vit') == 'lora_vit'
+    assert cmp.method_key('mona', 'swin') == 'mona'
+    assert cmp.method_key('mona', 'vit') is None
+    assert cmp.hosts_of('repadapter') == ['vit']
+    assert cmp.hosts_of('bitfit') == ['swin', 'vit']
+    # Every method of both tables has a label in the comparison.
+    names = {m.split('_')[0] for m in {**METHODS, **POLICY_METHODS}}
+    assert names == set(cmp.LABELS)
+
+
+def test_demo_plan_has_all_twelve_and_both_full_rows():
+    plan = cmp.demo_plan(['all'])
+    keys = [row.key for row in plan.rows]
+    assert len(plan.rows) == 13  # twelve methods + Full on the ViT host
+    assert {'full_swin', 'full_vit', 'repadapter', 'mona', 'mimi'} <= set(
+        keys)
+    assert {row.host for row in plan.rows if row.key != 'repadapter'
+            and row.key != 'full_vit'} == {'swin'}
+    for row in plan.rows:
+        assert osp.isfile(row.config), row
+    assert [p.host for p in plan.pretrains] == ['swin', 'vit']
+    # Only Swin methods: no ViT row, no ViT pretraining.
+    swin_only = cmp.demo_plan(['lora'])
+    assert [r.key for r in swin_only.rows] == ['full_swin', 'lora_swin']
+    assert [p.host for p in swin_only.pretrains] == ['swin']
+
+
+def test_demo_pretrain_paths_match_the_configs():
+    """compare.py pretrains where the demo configs load from."""
+    cfg = Config.fromfile('configs/demo/compare/lora_swin.py')
+    swin_dir = cmp.DEMO_PRETRAIN['swin'][1]
+    assert cfg.model.backbone.init_cfg.checkpoint == \
+        osp.join(swin_dir, 'iter_300.pth')
+    vit = Config.fromfile('configs/demo/compare/repadapter.py')
+    assert vit.model.backbone.init_cfg.checkpoint == cmp.backbone_path(
+        osp.join(cmp.DEMO_PRETRAIN['vit'][1], 'iter_300.pth'))
+    assert vit.model.backbone.type == 'RepAdapterViT'
+    assert vit.model.backbone.convert_weights is False
+
+
+def test_baseline_plan_uses_shipped_configs(tmp_path):
+    plan = cmp.baseline_plan(SWIN_VOC, ['full', 'lora', 'mona', 'bitfit'],
+                             str(tmp_path))
+    assert {r.key: r.config for r in plan.rows} == {
+        'full_swin': SWIN_VOC,
+        'lora_swin': 'configs/lora/fasterrcnn_swinb_voc.py',
+        'mona': 'configs/mona/fasterrcnn_swinb_voc.py',
+        'bitfit_swin': 'configs/bitfit/fasterrcnn_swinb_voc.py',
+    }
+    with pytest.raises(cmp.ComparisonError, match='RepAdapter has no swin'):
+        cmp.baseline_plan(SWIN_VOC, ['repadapter'], str(tmp_path))
+
+
+@pytest.mark.parametrize('name', ['lora', 'bitfit', 'partial1', 'mimi'])
+def test_generated_config_matches_shipped(name, tmp_path):
+    """For a baseline the repository ships, the generated config is the
+    shipped task config: same backbone, same hooks (MiMi: prune interval
+    from the schedule)."""
+    cfg = Config.fromfile(SWIN_VOC)
+    key = cmp.method_key(name, 'swin')
+    path = tmp_path / 'gen.py'
+    path.write_text(cmp.generated_config(SWIN_VOC, cfg, name, key))
+    generated = Config.fromfile(str(path))
+    shipped = Config.fromfile(f'configs/{name}/fasterrcnn_swinb_voc.py')
+    assert generated.model.backbone.to_dict() == \
+        shipped.model.backbone.to_dict()
+    hooks = [dict(h) for h in generated.custom_hooks]
+    if name == 'mimi':
+        loop = cfg.train_cfg
+        length = loop.get('max_epochs') or loop.get('max_iters')
+        assert hooks[-1]['interval'] == length // 4
+        hooks, shipped_hooks = hooks[:-1], [dict(h) for h in
+                                            shipped.custom_hooks][:-1]
+    else:
+        shipped_hooks = [dict(h) for h in shipped.custom_hooks]
+    assert hooks == shipped_hooks
+
+
+def test_generated_config_keeps_a_user_baseline(tmp_path):
+    """A baseline outside configs/baselines gets generated configs that
+    keep its pretrained weights, custom_imports and custom_hooks."""
+    user = tmp_path / 'my_baseline.py'
+    demo_full = osp.join(REPO_ROOT, 'configs/demo/swin_fasterrcnn_voc.py')
+    user.write_text(f'_base_ = [{demo_full!r}]\n'
+                    "custom_hooks = [dict(type='EmptyCacheHook')]\n")
+    plan = cmp.baseline_plan(str(user), ['full', 'adapter', 'normtuning'],
+                             str(tmp_path / 'work'))
+    configs = {r.key: r.config for r in plan.rows}
+    assert configs['full_swin'] == str(user)
+    adapter = Config.fromfile(configs['adapter_swin'])
+    assert adapter.model.backbone.type == 'AdapterSwinTransformer'
+    assert adapter.model.backbone.init_cfg.checkpoint == \
+        'work_dirs/swin_fasterrcnn_coco/iter_300.pth'
+    assert adapter.model.backbone.convert_weights is False
+    assert adapter.model.backbone.embed_dims == 32  # the baseline's Swin
+    types = [h['type'] for h in adapter.custom_hooks]
+    assert types[0] == 'EmptyCacheHook' and 'PEFTFreezeHook' in types
+    assert 'mmpeft' in adapter.custom_imports.imports
+    norm = Config.fromfile(configs['normtuning_swin'])
+    freeze = [h for h in norm.custom_hooks if h['type'] == 'PEFTFreezeHook']
+    assert freeze[0]['train_norms'] is True
+
+
+def test_host_of_backbone():
+    assert cmp.host_of_backbone('SwinTransformer') == 'swin'
+    assert cmp.host_of_backbone('mmseg.VisionTransformer') == 'vit'
+    with pytest.raises(cmp.ComparisonError, match='neither a Swin nor'):
+        cmp.host_of_backbone('ResNet')
+
+
+def test_step_stats_skips_the_warmup_window():
+    records = [dict(loss=1, time=9.0), dict(loss=1, time=1.0),
+               dict(loss=1, time=3.0), dict(loss=1, time=2.0)]
+    assert cmp.step_stats(records) == dict(step_time_s=2.0,
+                                           gpu_memory_mib=None)
+    gpu = [dict(loss=1, time=1.0, memory=100), dict(loss=1, time=1.0,
+                                                    memory=300)]
+    assert cmp.step_stats(gpu)['gpu_memory_mib'] == 300
+
+
+def fake_result(row, metric, step, rss, latency, pct):
+    return dict(
+        vars(row), label=row.label, metrics={'pascal_voc/mAP': metric},
+        metric='pascal_voc/mAP', trainable_params=int(pct * 10),
+        trainable_pct=pct, task_file_mib=1.0, step_time_s=step,
+        gpu_memory_mib=None, peak_rss_mib=rss,
+        latency=dict(median_ms=latency))
+
+
+def test_table_ratios_are_to_full_of_the_same_host():
+    plan = cmp.demo_plan(['full', 'lora', 'repadapter'])
+    rows = {r.key: r for r in plan.rows}
+    results = {
+        'full_swin': fake_result(rows['full_swin'], .5, 2.0, 1000, 10, 100),
+        'lora_swin': fake_result(rows['lora_swin'], .4, 1.0, 500, 10, 2),
+        'full_vit': fake_result(rows['full_vit'], .3, 4.0, 800, 20, 100),
+        'repadapter': fake_result(rows['repadapter'], .2, 3.0, 400, 10, 1),
+    }
+    doc = cmp.table_doc(plan, results, {'mimi': 'training failed'})
+    by_key = {r['key']: r for r in doc['rows']}
+    assert by_key['lora_swin']['step_time_vs_full'] == pytest.approx(0.5)
+    assert by_key['lora_swin']['memory_vs_full'] == pytest.approx(0.5)
+    assert by_key['repadapter']['step_time_vs_full'] == pytest.approx(0.75)
+    assert by_key['repadapter']['latency_vs_full'] == pytest.approx(0.5)
+    text = cmp.markdown(doc)
+    assert '| LoRA | swin | 0.400 |' in text
+    assert '(0.50x)' in text and 'failed: training failed' in text
+
+
+def test_rerun_skips_finished_methods(tmp_path, monkeypatch):
+    """A row with result.json and latency.json runs nothing again; the
+    table, JSON and plot are written from them."""
+    plan = cmp.demo_plan(['lora'])
+    plan.pretrains.clear()
+    for i, row in enumerate(plan.rows):
+        out = tmp_path / row.key
+        out.mkdir()
+        result = fake_result(row, .5 - i / 10, 1.0 + i, 900, 5.0,
+                             100 / (i + 1))
+        result.pop('latency')
+        (out / 'result.json').write_text(json.dumps(result))
+        (out / 'latency.json').write_text(json.dumps(dict(median_ms=5.0)))
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError(f'ran {args[0]}')
+
+    monkeypatch.setattr(cmp, 'run_logged', must_not_run)
+    doc = cmp.Comparison(plan, str(tmp_path), echo=lambda _: None).run()
+    assert [r['key'] for r in doc['rows']] == ['full_swin', 'lora_swin']
+    for ext in ('md', 'json', 'png'):
+        assert (tmp_path / f'comparison.{ext}').stat().st_size > 0
+
+
+def test_help():
+    out = subprocess.run([sys.executable, 'tools/compare.py', '--help'],
+                         capture_output=True, text=True, check=True).stdout
+    assert 'usage:' in out and '--methods' in out and '--gpus' in out
+
+
+def test_unknown_method_exits_with_the_choices():
+    result = subprocess.run(
+        [sys.executable, 'tools/compare.py', 'demo', '--methods', 'loha'],
+        capture_output=True, text=True)
+    assert result.returncode != 0
+    assert 'Unknown method' in result.stderr and 'lorand' in result.stderr
+
+
+@pytest.mark.slow
+def test_compare_runs_the_tools_end_to_end(demo_data, tmp_path):
+    """Full, BitFit and LoRA on a two-iteration baseline of the demo task:
+    every row trained, evaluated merged, counted, timed; the table written;
+    a second run trains nothing."""
+    cfg = tiny_runner_cfg(
+        osp.join(REPO_ROOT, 'configs/demo/swin_fasterrcnn_voc.py'),
+        demo_data, tmp_path / 'unused', max_iters=2)
+    cfg.default_hooks.checkpoint.interval = 2
+    baseline = str(tmp_path / 'tiny_baseline.py')
+    cfg.dump(baseline)
+    work = str(tmp_path / 'compare')
+    cmd = [sys.executable, 'tools/compare.py', baseline, '--methods', 'full',
+           'bitfit', 'lora', '--work-dir', work, '--latency-iters', '2']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    doc = json.load(open(osp.join(work, 'comparison.json')))
+    rows = {r['key']: r for r in doc['rows']}
+    assert set(rows) == {'full_swin', 'bitfit_swin', 'lora_swin'}
+    assert rows['full_swin']['trainable_pct'] == pytest.approx(100)
+    assert 0 < rows['bitfit_swin']['trainable_pct'] < 5
+    assert rows['lora_swin']['deploy_checkpoint'].endswith('_deploy.pth')
+    for r in rows.values():
+        assert 0 <= r['metrics']['pascal_voc/mAP'] <= 1
+        assert r['step_time_s'] > 0 and r['latency_ms'] > 0
+        assert r['peak_rss_mib'] > 100
+    assert rows['full_swin']['step_time_vs_full'] == pytest.approx(1)
+    # The PEFT task file is the adapter checkpoint, far smaller than Full's.
+    assert rows['lora_swin']['task_file_mib'] < \
+        rows['full_swin']['task_file_mib']
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert second.returncode == 0
+    assert second.stdout.count('done before') == 3
+    assert ': training ' not in second.stdout
