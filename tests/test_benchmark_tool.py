@@ -28,8 +28,11 @@ PRESET_HOSTS = {'tiny-swin': 'swin', 'tiny-vit': 'vit'}
 
 def expected_variants(host):
     """The default variants by the rule of docs/benchmarks.md: the three
-    references, then four forms of each registered method on ``host``."""
+    references, the freeze-policy methods that train part of the backbone,
+    then four forms of each registered method on ``host``."""
     return ['full', 'full_cp', 'frozen'] + [
+        f'{name}_{host}' for name in ('bitfit', 'normtuning', 'partial1')
+    ] + [
         f'{m.name}{form}' for m in methods_for(host)
         if MODELS.get(m.backbone['type'])
         for form in ('', '_cp', '_adapter_cp', '_deploy')
@@ -87,6 +90,20 @@ def test_trainable_params_match_an_independent_count(tiny_run):
               for n, r in doc['variants'].items()}
     assert counts['full'] == sum(p.numel() for p in stock.parameters())
     assert counts['frozen'] == 0
+    # The policy methods, counted on the stock backbone by name and type.
+    host = PRESET_HOSTS[preset]
+    named = list(stock.named_parameters())
+    assert counts[f'bitfit_{host}'] == sum(
+        p.numel() for n, p in named
+        if n.endswith('.bias') or n.endswith('_bias'))
+    assert counts[f'normtuning_{host}'] == sum(
+        p.numel() for m in stock.modules()
+        if isinstance(m, torch.nn.LayerNorm) for p in m.parameters())
+    last = (f'stages.{len(stock.stages) - 1}.', f'norm{len(stock.stages) - 1}.'
+            ) if host == 'swin' else (f'layers.{len(stock.layers) - 1}.',
+                                      'ln1.')
+    assert counts[f'partial1_{host}'] == sum(
+        p.numel() for n, p in named if n.startswith(last))
     if preset == 'tiny-swin':
         # Mona: 133 C + 9728 per adapter (DESIGN.md, inner width 64).
         mona = _adapter_params(preset, lambda c: 133 * c + 9728)

@@ -48,6 +48,21 @@ def test_every_method_of_the_table_gets_its_four_forms():
                  n[len(method.name):] in FORMS]
 
 
+def test_policy_methods_are_training_variants_of_the_stock_blocks():
+    """BitFit / NormTuning / Partial-1 come from POLICY_METHODS; Fixed and
+    Full are the references (aliases), and none has a deploy form."""
+    for family in bench.FAMILIES.values():
+        by_name = {v.name: v for v in family.variants}
+        for pm in methods.POLICY_METHODS.values():
+            if pm.host != family.name or not pm.policy:
+                continue
+            variant = by_name[pm.name]
+            assert variant.trains and not variant.infers
+            assert variant.method.backbone['adapters'] == {}
+        assert bench.select_variants(
+            family, ['full', f'fixed_{family.name}'])[1].name == 'frozen'
+
+
 def test_a_method_added_to_the_table_is_benchmarked(mona16, tmp_path):
     default = [v.name for v in bench.select_variants(bench.SWIN)]
     assert [f'mona16{f}' for f in FORMS] == \

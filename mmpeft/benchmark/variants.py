@@ -11,6 +11,11 @@ host adds four forms of itself:
 - ``<name>_deploy``: the deploy form, from the method's ``deploy`` or else
   :func:`mmpeft.merge_adapters`; inference only.
 
+Every freeze-policy method of :data:`mmpeft.methods.POLICY_METHODS` (BitFit,
+NormTuning, Partial-1) adds ``<name>``: the host's stock blocks with the
+policy's part of the backbone training (training only: its deploy model is
+the stock backbone, which ``full`` measures; Fixed is ``frozen``).
+
 So a method added to the table is benchmarked with no edit here. What is
 not derived: comparisons of one method's implementations
 (:data:`EXTRA_FORMS`) and the names earlier versions used
@@ -24,7 +29,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from mmengine.registry import MODELS
 from torch import nn
 
-from ..methods import Method, methods_for
+from ..methods import HOST_TYPES, POLICY_METHODS, Method, methods_for
 from ..models import merge_adapters
 
 MEASUREMENTS = ('train', 'infer')
@@ -92,10 +97,13 @@ EXTRA_FORMS: Dict[str, Tuple[ExtraForm, ...]] = {
                        dict(fused=False)), ),
 }
 
-# Names of deploy variants before they were derived; still accepted.
+# Names of deploy variants before they were derived, and the policy
+# methods that are references already; still accepted.
 ALIASES = {
     'mimi_shrunk': 'mimi_deploy',
     'repadapter_merged': 'repadapter_deploy',
+    **{f'fixed_{host}': 'frozen' for host in HOST_TYPES},
+    **{f'full_{host}': 'full' for host in HOST_TYPES},
 }
 
 
@@ -134,11 +142,38 @@ def method_variants(method: Method) -> Tuple[Variant, ...]:
         for form in EXTRA_FORMS.get(name, ()))
 
 
+class _ApplyPolicy:
+    """``prepare`` of a policy variant: the freeze policy on the backbone."""
+
+    def __init__(self, policy: dict):
+        self.policy = policy
+
+    def __call__(self, backbone: nn.Module) -> None:
+        from ..engine.peft_freeze_hook import (FreezePolicy,
+                                               apply_freeze_policy)
+        holder = nn.Module()
+        holder.backbone = backbone  # the policy names backbone.* params
+        apply_freeze_policy(holder, FreezePolicy(**self.policy))
+
+
+def policy_variants(host: str) -> Tuple[Variant, ...]:
+    """One training variant per freeze-policy method on ``host`` that
+    trains part of the backbone (Full and Fixed are ``full`` / ``frozen``)."""
+    return tuple(
+        Variant(pm.name, f'{pm.name}: stock blocks, '
+                f'{", ".join(f"{k}={v}" for k, v in pm.policy.items())}',
+                Method(pm.name, host, dict(type=HOST_TYPES[host],
+                                           adapters=dict()), pm.paper),
+                prepare=_ApplyPolicy(pm.policy), infers=False)
+        for pm in POLICY_METHODS.values() if pm.host == host and pm.policy)
+
+
 def host_variants(host: str) -> Tuple[Variant, ...]:
-    """The references, then every form of every method on ``host``, in
-    method-table order (read now: a method added to the table counts)."""
-    return COMMON + tuple(v for method in methods_for(host)
-                          for v in method_variants(method))
+    """The references, the policy methods, then every form of every method
+    on ``host``, in method-table order (read now: a method added to the
+    table counts)."""
+    return COMMON + policy_variants(host) + tuple(
+        v for method in methods_for(host) for v in method_variants(method))
 
 
 def measures(variant: Variant, measure: Sequence[str], kind: str) -> bool:
