@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .methods import HOST_TYPES, METHODS, POLICY_METHODS
 
@@ -54,8 +54,9 @@ PRIMARY_METRICS = ('pascal_voc/mAP', 'coco/bbox_mAP', 'coco/segm_mAP',
                    'mIoU', 'dota/mAP')
 
 DEMO_DIR = 'configs/demo'
-# Step 1 of the demo per host: its config and the checkpoint the demo
-# configs load (configs/demo/_base_/tiny_swin.py names the same paths).
+# Step 1 of the demo per host: its config and its (default) work dir; the
+# file the demo configs load is `<host>_pretrained` in DEMO_BASE.
+DEMO_BASE = 'configs/demo/_base_/tiny_swin.py'
 DEMO_PRETRAIN = {
     'swin': ('configs/demo/swin_fasterrcnn_coco.py',
              'work_dirs/swin_fasterrcnn_coco'),
@@ -125,10 +126,13 @@ class Row:
 
 @dataclass(frozen=True)
 class Pretrain:
-    """Step 1 of the demo on one host (no row of its own)."""
+    """Step 1 of the demo on one host (no row of its own): ``checkpoint``
+    is what the demo configs load, the run's own checkpoint (Swin) or the
+    bare backbone state dict written from it (ViT)."""
     host: str
     config: str
     work_dir: str
+    checkpoint: str
 
 
 @dataclass
@@ -164,7 +168,10 @@ def demo_plan(names: Sequence[str]) -> Plan:
             rows.insert(0, Row('full', f'full_{host}', host,
                                DEMO_CONFIGS[f'full_{host}']))
     rows.sort(key=lambda r: (ALL_METHODS.index(r.name), r.host))
-    pretrains = [Pretrain(h, *DEMO_PRETRAIN[h]) for h in hosts]
+    from mmengine.config import Config
+    base = Config.fromfile(osp.join(REPO, DEMO_BASE))
+    pretrains = [Pretrain(h, *DEMO_PRETRAIN[h], base[f'{h}_pretrained'])
+                 for h in hosts]
     return Plan('demo', rows, pretrains)
 
 
@@ -297,11 +304,12 @@ def run_logged(cmd: List[str], log: str, what: str,
     with open(log, 'a') as out:
         out.write(f'$ {" ".join(cmd)}\n')
         out.flush()
+        offset = out.tell()  # progress from this run, not an earlier one
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=os.getcwd(), env=env)
         stop = threading.Event()
         watcher = threading.Thread(
-            target=_watch, args=(log, progress, stop), daemon=True)
+            target=_watch, args=(log, offset, progress, stop), daemon=True)
         if progress is not None:
             watcher.start()
         # wait4, not Popen.wait: its rusage holds the peak RSS of the child
@@ -317,12 +325,13 @@ def run_logged(cmd: List[str], log: str, what: str,
                 wall_s=time.time() - start)
 
 
-def _watch(log: str, progress, stop: threading.Event) -> None:
+def _watch(log: str, offset: int, progress, stop: threading.Event) -> None:
     seen = None
     while not stop.wait(2.0):
         try:
-            with open(log) as f:
-                found = _ITER.findall(f.read()[-20000:])
+            with open(log, 'rb') as f:
+                f.seek(max(offset, os.path.getsize(log) - 20000))
+                found = _ITER.findall(f.read().decode('utf-8', 'replace'))
         except OSError:
             continue
         if found and found[-1] != seen:
@@ -423,22 +432,22 @@ class Comparison:
 
     # ---------------------------------------------------------------- steps
     def pretrain(self, step: Pretrain) -> None:
-        done = osp.exists(osp.join(step.work_dir, 'last_checkpoint'))
-        if done and step.host == 'vit':  # and its bare backbone written
-            done = osp.exists(backbone_path(last_checkpoint(step.work_dir)))
-        if done:
-            self.echo(f'step 1 ({step.host}): done before, '
-                      f'{last_checkpoint(step.work_dir)}')
+        what = f'step 1 ({step.host})'
+        if osp.exists(step.checkpoint):
+            self.echo(f'{what}: done before, {step.checkpoint}')
             return
-        self.echo(f'step 1 ({step.host}): pretraining {step.config}')
+        self.echo(f'{what}: pretraining {step.config}')
         run_logged(train_command(step.config, step.work_dir, self.gpus),
                    osp.join(self.work_dir, f'pretrain_{step.host}.log'),
-                   f'step 1 ({step.host})',
-                   self._progress(f'step 1 ({step.host})'))
+                   what, self._progress(what))
         ckpt = last_checkpoint(step.work_dir)
         if step.host == 'vit':
-            write_backbone_checkpoint(ckpt, backbone_path(ckpt))
-        self.echo(f'step 1 ({step.host}): {ckpt}')
+            write_backbone_checkpoint(ckpt, step.checkpoint)
+        elif osp.realpath(ckpt) != osp.realpath(step.checkpoint):
+            raise StepFailed(f'{what} saved {ckpt}, but the demo configs '
+                             f'load {step.checkpoint} ({DEMO_BASE}): make '
+                             'the two agree')
+        self.echo(f'{what}: {step.checkpoint}')
 
     def _progress(self, what: str):
         marks = set()
@@ -489,19 +498,43 @@ class Comparison:
         self.echo(f'{row.key}: {metric} = {metrics.get(metric)}')
         return result
 
-    def latency(self, row: Row, result: dict) -> dict:
-        """Merged-model inference latency, ``<row>/latency.json``; measured
-        one row at a time, after every training, so no run competes."""
-        out = osp.join(self.row_dir(row), 'latency.json')
-        if not osp.exists(out):
-            self.echo(f'{row.key}: latency of {result["deploy_checkpoint"]}')
-            run_logged([sys.executable, '-m', 'mmpeft.comparison', 'latency',
-                        result['deploy_config'], result['deploy_checkpoint'],
-                        '--iters', str(self.latency_iters), '--json', out],
-                       osp.join(self.row_dir(row), 'latency.log'),
-                       f'{row.key} latency')
-        with open(out) as f:
-            return json.load(f)
+    def latencies(self, results: Dict[str, dict]) -> Dict[str, str]:
+        """Merged-model inference latency into each ``<row>/latency.json``,
+        after every training so that no run competes: the rows of one host
+        in one process, timed in interleaved rounds (a slow spell of the
+        machine hits all alike). A host with any row unmeasured is measured
+        again as a whole. Returns the failures."""
+        failures = {}
+        for host in dict.fromkeys(r.host for r in self.plan.rows):
+            rows = [r for r in self.plan.rows
+                    if r.host == host and r.key in results]
+            outs = [osp.join(self.row_dir(r), 'latency.json') for r in rows]
+            if not rows or all(osp.exists(out) for out in outs):
+                continue
+            self.echo(f'latency ({host}): ' + ', '.join(r.key for r in rows))
+            pairs = [arg for r in rows for arg in (
+                results[r.key]['deploy_config'],
+                results[r.key]['deploy_checkpoint'])]
+            out = osp.join(self.work_dir, f'latency_{host}.json')
+            try:
+                run_logged([sys.executable, '-m', 'mmpeft.comparison',
+                            'latency', *pairs, '--iters',
+                            str(self.latency_iters), '--json', out],
+                           osp.join(self.work_dir, f'latency_{host}.log'),
+                           f'latency ({host})')
+            except StepFailed as err:
+                failures.update({r.key: str(err) for r in rows})
+                continue
+            with open(out) as f:
+                for row_out, measured in zip(outs, json.load(f)):
+                    with open(row_out, 'w') as g:
+                        json.dump(measured, g, indent=2)
+        for r in self.plan.rows:
+            path = osp.join(self.row_dir(r), 'latency.json')
+            if r.key in results and osp.exists(path):
+                with open(path) as f:
+                    results[r.key]['latency'] = json.load(f)
+        return failures
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
@@ -517,13 +550,7 @@ class Comparison:
                 self.echo(f'{row.key}: {err}')
 
         self._parallel(one, self.plan.rows)
-        for row in self.plan.rows:
-            if row.key in results:
-                try:
-                    results[row.key]['latency'] = self.latency(
-                        row, results[row.key])
-                except StepFailed as err:
-                    failures[row.key] = str(err)
+        failures.update(self.latencies(results))
         doc = table_doc(self.plan, results, failures)
         write_outputs(doc, self.work_dir)
         return doc
@@ -536,10 +563,6 @@ class Comparison:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(self.jobs) as pool:
             list(pool.map(fn, items))
-
-
-def backbone_path(checkpoint: str) -> str:
-    return re.sub(r'\.pth$', '_backbone.pth', checkpoint)
 
 
 def write_backbone_checkpoint(checkpoint: str, out: str) -> None:
@@ -683,48 +706,56 @@ def write_outputs(doc: dict, work_dir: str) -> Dict[str, str]:
 # --------------------------------------------------------------------------
 # latency (run as `python -m mmpeft.comparison latency CONFIG CHECKPOINT`)
 # --------------------------------------------------------------------------
-def measure_latency(config: str, checkpoint: str, iters: int = 20,
-                    warmup: int = 3) -> dict:
+def measure_latency(pairs: Sequence[Tuple[str, str]], iters: int = 20,
+                    warmup: int = 3) -> List[dict]:
     """Median milliseconds of ``model.test_step`` on the first test batch
-    (data loading excluded), on the GPU if there is one."""
+    (data loading excluded) of each (config, checkpoint), on the GPU if
+    there is one; the models take turns, one step each per round."""
     import torch
     from mmengine.config import Config
     from mmengine.runner import Runner
 
+    from .benchmark.timing import timed
     from .engine.checkpoint_io import load_file
     from .engine.export import build_from_config
-    from .benchmark.timing import timed
-    cfg = Config.fromfile(config)
-    model = build_from_config(cfg)
-    checkpoint = load_file(checkpoint)
-    model.load_state_dict(checkpoint.get('state_dict', checkpoint),
-                          strict=True)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    model.to(device).eval()
-    batch = next(iter(Runner.build_dataloader(cfg.test_dataloader)))
+    models = []
+    for config, checkpoint in pairs:
+        cfg = Config.fromfile(config)
+        model = build_from_config(cfg)
+        state = load_file(checkpoint)
+        model.load_state_dict(state.get('state_dict', state), strict=True)
+        batch = next(iter(Runner.build_dataloader(cfg.test_dataloader)))
+        models.append((model.to(device).eval(), batch,
+                       cfg.test_dataloader.get('batch_size', 1)))
+    times = [[] for _ in models]
     with torch.no_grad():
-        for _ in range(warmup):
-            model.test_step(batch)
-        times = [timed(lambda: model.test_step(batch), device)
-                 for _ in range(iters)]
-    return dict(median_ms=statistics.median(times), iters=iters,
-                batch_size=cfg.test_dataloader.get('batch_size', 1),
-                device=str(device), threads=torch.get_num_threads())
+        for round_ in range(warmup + iters):
+            for samples, (model, batch, _) in zip(times, models):
+                ms = timed(lambda: model.test_step(batch), device)
+                if round_ >= warmup:
+                    samples.append(ms)
+    return [dict(median_ms=statistics.median(samples), iters=iters,
+                 batch_size=batch_size, device=str(device),
+                 threads=torch.get_num_threads(), interleaved=len(pairs))
+            for samples, (_, _, batch_size) in zip(times, models)]
 
 
 def _latency_main(argv: Sequence[str]) -> None:
     import argparse
     parser = argparse.ArgumentParser(
         prog='python -m mmpeft.comparison latency',
-        description='Median test_step latency of a model (tools/compare.py '
-        'runs this after every training).')
-    parser.add_argument('config')
-    parser.add_argument('checkpoint')
+        description='Median test_step latency of models timed in turns '
+        '(tools/compare.py runs this after every training).')
+    parser.add_argument('pairs', nargs='+', metavar='CONFIG CHECKPOINT')
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--json', required=True, help='where to write it')
     args = parser.parse_args(argv)
+    if len(args.pairs) % 2:
+        parser.error('give a CHECKPOINT after every CONFIG')
     import mmpeft  # noqa: F401,F811  registers the backbones and hooks
-    result = measure_latency(args.config, args.checkpoint, args.iters)
+    result = measure_latency(list(zip(args.pairs[::2], args.pairs[1::2])),
+                             args.iters)
     with open(args.json, 'w') as f:
         json.dump(result, f, indent=2)
     print(json.dumps(result))
@@ -733,5 +764,6 @@ def _latency_main(argv: Sequence[str]) -> None:
 if __name__ == '__main__':
     if sys.argv[1:2] != ['latency']:
         raise SystemExit('usage: python -m mmpeft.comparison latency CONFIG '
-                         'CHECKPOINT --json OUT (the table: tools/compare.py)')
+                         'CHECKPOINT [CONFIG CHECKPOINT ...] --json OUT (the '
+                         'table: tools/compare.py)')
     _latency_main(sys.argv[2:])

@@ -60,14 +60,23 @@ def test_demo_plan_has_all_twelve_and_both_full_rows():
 
 
 def test_demo_pretrain_paths_match_the_configs():
-    """compare.py pretrains where the demo configs load from."""
-    cfg = Config.fromfile('configs/demo/compare/lora_swin.py')
-    swin_dir = cmp.DEMO_PRETRAIN['swin'][1]
-    assert cfg.model.backbone.init_cfg.checkpoint == \
-        osp.join(swin_dir, 'iter_300.pth')
+    """compare.py pretrains what the demo configs load: the step 1 run's
+    checkpoint (Swin), a bare backbone file beside it (ViT)."""
+    plan = cmp.demo_plan(['all'])
+    step1 = {p.host: p for p in plan.pretrains}
+    for row in plan.rows:
+        init = Config.fromfile(row.config).model.backbone.init_cfg
+        assert init.checkpoint == step1[row.host].checkpoint, row
+    for host, step in step1.items():
+        cfg = Config.fromfile(step.config)
+        assert step.work_dir == osp.join(
+            'work_dirs', osp.splitext(osp.basename(step.config))[0])
+        assert cfg.model.backbone.init_cfg is None  # from scratch
+        assert osp.dirname(step.checkpoint) == step.work_dir
+    assert step1['swin'].checkpoint.endswith(
+        f'iter_{Config.fromfile(step1["swin"].config).train_cfg.max_iters}'
+        '.pth')
     vit = Config.fromfile('configs/demo/compare/repadapter.py')
-    assert vit.model.backbone.init_cfg.checkpoint == cmp.backbone_path(
-        osp.join(cmp.DEMO_PRETRAIN['vit'][1], 'iter_300.pth'))
     assert vit.model.backbone.type == 'RepAdapterViT'
     assert vit.model.backbone.convert_weights is False
 
@@ -203,6 +212,43 @@ def test_rerun_skips_finished_methods(tmp_path, monkeypatch):
     assert [r['key'] for r in doc['rows']] == ['full_swin', 'lora_swin']
     for ext in ('md', 'json', 'png'):
         assert (tmp_path / f'comparison.{ext}').stat().st_size > 0
+
+
+DEMO_ROWS = [r for r in cmp.demo_plan(['all']).rows if r.name != 'full']
+
+
+@pytest.mark.parametrize('row', DEMO_ROWS, ids=lambda r: r.key)
+def test_demo_config_step_moves_only_what_the_method_trains(
+        row, demo_data, tmp_path):
+    """One training step of each demo table config (its own tiny model,
+    no pretrained file): the backbone weights that moved are the method's
+    (its adapters, or its policy's part), and some did (Fixed: none)."""
+    import torch
+    from mmengine.runner import Runner
+
+    from mmpeft.engine.peft_freeze_hook import (FreezePolicy, policy_flags,
+                                                policy_from_config)
+    from test_hooks import Snapshot
+    cfg = tiny_runner_cfg(osp.join(REPO_ROOT, row.config), demo_data,
+                          tmp_path, max_iters=1, img_scale=(128, 96))
+    cfg.optim_wrapper.optimizer.lr = 1e-2
+    cfg.custom_hooks = [h for h in cfg.custom_hooks
+                        if h['type'] != 'MiMiPruneHook']
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    runner = Runner.from_cfg(cfg)
+    snapshot = Snapshot()
+    runner.register_hook(snapshot)
+    runner.train()
+    model = runner.model
+    flags = policy_flags(model, policy_from_config(cfg) or FreezePolicy())
+    trains = {n[len('backbone.'):] for n, t in flags.items()
+              if t and n.startswith('backbone.')}
+    after = dict(model.backbone.named_parameters())
+    moved = {n for n in after if not torch.equal(after[n], snapshot.params[n])}
+    assert {n for n, p in after.items() if p.requires_grad} == trains
+    assert moved <= trains, sorted(moved - trains)[:8]
+    assert (moved != set()) == (row.name != 'fixed')
 
 
 def test_help():

@@ -37,7 +37,7 @@ tiny_mona_swin = dict(
 # mmseg's ViT needs a bare backbone state dict, which tools/compare.py
 # (`write_backbone_checkpoint`) writes beside step 1's checkpoint.
 swin_pretrained = 'work_dirs/swin_fasterrcnn_coco/iter_300.pth'
-vit_pretrained = 'work_dirs/vit_fasterrcnn_coco/iter_300_backbone.pth'
+vit_pretrained = 'work_dirs/vit_fasterrcnn_coco/iter_900_backbone.pth'
 swin_pretrained_init = dict(type='Pretrained', checkpoint=swin_pretrained)
 vit_pretrained_init = dict(type='Pretrained', checkpoint=vit_pretrained)
 
