@@ -656,8 +656,9 @@ def markdown(doc: dict) -> str:
         lines.append(f'| {key} | failed: {err} |||||||')
     kinds = sorted({r['memory_kind'] for r in rows})
     lines += ['', f'Peak memory: {"; ".join(kinds)}. Ratios are to the Full '
-              'row of the same host, measured in this run. Task file: the '
-              'adapter-only checkpoint (Full: the whole model\'s weights).']
+              'row of the same host, measured by the same command (a re-run '
+              'keeps what was measured before). Task file: the adapter-only '
+              'checkpoint (Full: the whole model\'s weights).']
     return '\n'.join(lines) + '\n'
 
 
@@ -668,8 +669,12 @@ def plot(doc: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     rows = [r for r in doc['rows'] if r.get('metric')]
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:  # nothing trains in the backbone: no place on a log axis
+        if r['trainable_pct'] == 0:
+            ax.axhline(r['metrics'][r['metric']], color='grey', ls='--',
+                       lw=1, label=f"{r['label']} ({r['host']}, 0%)")
     for host, marker in (('swin', 'o'), ('vit', 's')):
-        pts = [r for r in rows if r['host'] == host]
+        pts = [r for r in rows if r['host'] == host and r['trainable_pct']]
         if not pts:
             continue
         ax.scatter([r['trainable_pct'] for r in pts],

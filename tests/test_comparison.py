@@ -214,6 +214,35 @@ def test_rerun_skips_finished_methods(tmp_path, monkeypatch):
         assert (tmp_path / f'comparison.{ext}').stat().st_size > 0
 
 
+def test_latency_remeasures_a_host_as_a_whole(tmp_path, monkeypatch):
+    """One row of a host lacks its latency: every row of that host is timed
+    again, together, in one process (ratios come from one run)."""
+    plan = cmp.demo_plan(['lora'])
+    results = {}
+    for row in plan.rows:
+        (tmp_path / row.key).mkdir()
+        results[row.key] = dict(deploy_config=f'{row.key}.py',
+                                deploy_checkpoint=f'{row.key}.pth')
+    (tmp_path / 'full_swin' / 'latency.json').write_text('{"median_ms": 1}')
+    calls = []
+
+    def fake_run(cmd, log, what, progress=None):
+        calls.append(cmd)
+        out = cmd[cmd.index('--json') + 1]
+        with open(out, 'w') as f:
+            json.dump([dict(median_ms=10.0), dict(median_ms=12.0)], f)
+
+    monkeypatch.setattr(cmp, 'run_logged', fake_run)
+    comparison = cmp.Comparison(plan, str(tmp_path), echo=lambda _: None)
+    assert comparison.latencies(results) == {}
+    assert len(calls) == 1
+    assert calls[0][calls[0].index('latency') + 1:][:4] == [
+        'full_swin.py', 'full_swin.pth', 'lora_swin.py', 'lora_swin.pth']
+    assert results['full_swin']['latency'] == dict(median_ms=10.0)
+    assert results['lora_swin']['latency'] == dict(median_ms=12.0)
+    assert comparison.latencies(results) == {} and len(calls) == 1
+
+
 DEMO_ROWS = [r for r in cmp.demo_plan(['all']).rows if r.name != 'full']
 
 
