@@ -266,20 +266,29 @@ def tool(script: str) -> str:
     return osp.join(REPO, 'tools', script)
 
 
-def train_command(config: str, work_dir: str, gpus: int) -> List[str]:
-    """tools/train.py, or tools/dist_train.sh on ``gpus`` > 0; auto-resume
-    (a re-run goes on from the last checkpoint of an interrupted one)."""
+def train_command(config: str, work_dir: str, gpus: int,
+                  port: int = 29500) -> List[str]:
+    """tools/train.py, or tools/dist_train.sh on ``gpus`` > 0 (rendezvous
+    on ``port``: runs side by side need their own); auto-resume (a re-run
+    goes on from the last checkpoint of an interrupted one)."""
     args = ['--work-dir', work_dir, '--resume']
     if gpus:
-        return ['bash', tool('dist_train.sh'), config, str(gpus), *args]
+        return [*_dist_env(port), tool('dist_train.sh'), config, str(gpus),
+                *args]
     return [sys.executable, tool('train.py'), config, *args]
 
 
-def test_command(config: str, checkpoint: str, work_dir: str,
-                 gpus: int) -> List[str]:
+def _dist_env(port: int) -> List[str]:
+    """The dist scripts' launcher: this Python (not the first on PATH) and
+    the rendezvous port."""
+    return ['env', f'PORT={port}', f'PYTHON={sys.executable}', 'bash']
+
+
+def test_command(config: str, checkpoint: str, work_dir: str, gpus: int,
+                 port: int = 29500) -> List[str]:
     if gpus:
-        return ['bash', tool('dist_test.sh'), config, checkpoint, str(gpus),
-                '--work-dir', work_dir]
+        return [*_dist_env(port), tool('dist_test.sh'), config, checkpoint,
+                str(gpus), '--work-dir', work_dir]
     return [sys.executable, tool('test.py'), config, checkpoint,
             '--work-dir', work_dir]
 
@@ -422,6 +431,12 @@ class Comparison:
         self.plan, self.work_dir, self.gpus = plan, work_dir, gpus
         self.jobs, self.latency_iters = jobs, latency_iters
         self._echo, self._lock = echo, threading.Lock()
+        # One torchrun rendezvous port per run (from $PORT, as
+        # dist_train.sh): --jobs runs them side by side.
+        names = [f'pretrain_{p.host}' for p in plan.pretrains] + [
+            r.key for r in plan.rows]
+        base = int(os.environ.get('PORT', 29500))
+        self.ports = {name: base + i for i, name in enumerate(names)}
 
     def echo(self, text: str) -> None:
         with self._lock:
@@ -437,7 +452,8 @@ class Comparison:
             self.echo(f'{what}: done before, {step.checkpoint}')
             return
         self.echo(f'{what}: pretraining {step.config}')
-        run_logged(train_command(step.config, step.work_dir, self.gpus),
+        run_logged(train_command(step.config, step.work_dir, self.gpus,
+                                 self.ports[f'pretrain_{step.host}']),
                    osp.join(self.work_dir, f'pretrain_{step.host}.log'),
                    what, self._progress(what))
         ckpt = last_checkpoint(step.work_dir)
@@ -469,7 +485,8 @@ class Comparison:
             with open(result_file) as f:
                 return json.load(f)
         self.echo(f'{row.key}: training {row.config}')
-        train = run_logged(train_command(row.config, out, self.gpus),
+        train = run_logged(train_command(row.config, out, self.gpus,
+                                         self.ports[row.key]),
                            osp.join(out, 'train.log'), f'{row.key} training',
                            self._progress(row.key))
         ckpt = last_checkpoint(out)
@@ -481,7 +498,8 @@ class Comparison:
         self.echo(f'{row.key}: testing {deploy_ckpt}')
         test_log = osp.join(out, 'test.log')
         run_logged(test_command(deploy_cfg, deploy_ckpt,
-                                osp.join(out, 'test'), self.gpus), test_log,
+                                osp.join(out, 'test'), self.gpus,
+                                self.ports[row.key]), test_log,
                    f'{row.key} testing')
         metrics = test_metrics(test_log)
         file = task_file(ckpt, row.name == 'full')

@@ -294,17 +294,59 @@ def test_unknown_method_exits_with_the_choices():
     assert 'Unknown method' in result.stderr and 'lorand' in result.stderr
 
 
-@pytest.mark.slow
-def test_compare_runs_the_tools_end_to_end(demo_data, tmp_path):
-    """Full, BitFit and LoRA on a two-iteration baseline of the demo task:
-    every row trained, evaluated merged, counted, timed; the table written;
-    a second run trains nothing."""
+def test_dist_commands_get_a_port_each():
+    """--gpus runs tools/dist_train.sh / dist_test.sh; --jobs puts several
+    side by side, so every run rendezvouses on its own port."""
+    plan = cmp.demo_plan(['all'])
+    ports = cmp.Comparison(plan, 'unused').ports
+    assert len(set(ports.values())) == len(ports) == len(plan.rows) + 2
+    cmd = cmp.train_command('c.py', 'wd', 8, ports['mona'])
+    assert cmd[:5] == ['env', f'PORT={ports["mona"]}',
+                       f'PYTHON={sys.executable}', 'bash',
+                       cmp.tool('dist_train.sh')]
+    assert cmd[5:] == ['c.py', '8', '--work-dir', 'wd', '--resume']
+    assert cmp.test_command('c.py', 'k.pth', 'wd', 0)[1:] == [
+        cmp.tool('test.py'), 'c.py', 'k.pth', '--work-dir', 'wd']
+
+
+def tiny_baseline(demo_data, tmp_path):
+    """The demo's Full config as a two-iteration baseline of a user's."""
     cfg = tiny_runner_cfg(
         osp.join(REPO_ROOT, 'configs/demo/swin_fasterrcnn_voc.py'),
         demo_data, tmp_path / 'unused', max_iters=2)
     cfg.default_hooks.checkpoint.interval = 2
     baseline = str(tmp_path / 'tiny_baseline.py')
     cfg.dump(baseline)
+    return baseline
+
+
+@pytest.mark.slow
+def test_compare_under_dist_train(demo_data, tmp_path):
+    """--gpus 2 on a machine without CUDA: tools/dist_train.sh and
+    dist_test.sh run two gloo processes per method, two methods at once."""
+    work = str(tmp_path / 'compare')
+    baseline = tiny_baseline(demo_data, tmp_path)
+    result = subprocess.run(
+        [sys.executable, 'tools/compare.py', baseline, '--methods', 'full',
+         'lora', '--gpus', '2', '--jobs', '2', '--work-dir', work,
+         '--latency-iters', '2'],
+        capture_output=True, text=True,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert result.returncode == 0, \
+        result.stdout[-3000:] + result.stderr[-3000:]
+    doc = json.load(open(osp.join(work, 'comparison.json')))
+    assert {r['key'] for r in doc['rows']} == {'full_swin', 'lora_swin'}
+    log = open(osp.join(work, 'lora_swin', 'train.log')).read()
+    assert 'dist_train.sh' in log.splitlines()[0]
+    assert all(0 <= r['metrics']['pascal_voc/mAP'] <= 1 for r in doc['rows'])
+
+
+@pytest.mark.slow
+def test_compare_runs_the_tools_end_to_end(demo_data, tmp_path):
+    """Full, BitFit and LoRA on a two-iteration baseline of the demo task:
+    every row trained, evaluated merged, counted, timed; the table written;
+    a second run trains nothing."""
+    baseline = tiny_baseline(demo_data, tmp_path)
     work = str(tmp_path / 'compare')
     cmd = [sys.executable, 'tools/compare.py', baseline, '--methods', 'full',
            'bitfit', 'lora', '--work-dir', work, '--latency-iters', '2']
