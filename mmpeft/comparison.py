@@ -297,7 +297,7 @@ _ITER = re.compile(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]')
 
 
 class StepFailed(RuntimeError):
-    pass
+    """A tool run of the comparison failed; the message names its log."""
 
 
 def run_logged(cmd: List[str], log: str, what: str,
@@ -414,12 +414,11 @@ def task_file(checkpoint: str, is_full: bool) -> str:
     from .engine.export import companion_paths
     if not is_full:
         return companion_paths(checkpoint)['adapters']
-    import torch
-
     from .engine.checkpoint_io import load_file
+    from .engine.export import save_atomic
     path = re.sub(r'\.pth$', '_weights.pth', checkpoint)
     if not osp.exists(path):
-        torch.save(load_file(checkpoint)['state_dict'], path)
+        save_atomic(load_file(checkpoint)['state_dict'], path)
     return path
 
 

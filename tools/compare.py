@@ -22,8 +22,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmpeft.comparison import (ALL_METHODS, Comparison,  # noqa: E402
-                               ComparisonError, baseline_plan, demo_plan,
-                               markdown)
+                               ComparisonError, StepFailed, baseline_plan,
+                               demo_plan, markdown)
 
 
 def parse_args(argv=None):
@@ -81,8 +81,11 @@ def main(argv=None):
         raise SystemExit(f'error: {err}')
     print(f'{len(plan.rows)} methods on {plan.task} into {work_dir}: '
           + ', '.join(row.key for row in plan.rows))
-    doc = Comparison(plan, work_dir, gpus=args.gpus, jobs=args.jobs,
-                     latency_iters=args.latency_iters).run()
+    try:
+        doc = Comparison(plan, work_dir, gpus=args.gpus, jobs=args.jobs,
+                         latency_iters=args.latency_iters).run()
+    except StepFailed as err:  # step 1 of the demo: every row needs it
+        raise SystemExit(f'error: {err}')
     print(markdown(doc))
     print(f'written: {work_dir}/comparison.{{md,json,png}}')
     if doc['failures']:
