@@ -12,6 +12,7 @@ from mmengine.config import Config
 
 from helpers import REPO_ROOT, tiny_runner_cfg
 from mmpeft import comparison as cmp
+from mmpeft.comparison import runner as cmp_runner
 from mmpeft.methods import METHODS, POLICY_METHODS
 
 SWIN_VOC = 'configs/baselines/fasterrcnn_swinb_voc.py'
@@ -207,7 +208,7 @@ def test_rerun_skips_finished_methods(tmp_path, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError(f'ran {args[0]}')
 
-    monkeypatch.setattr(cmp, 'run_logged', must_not_run)
+    monkeypatch.setattr(cmp_runner, 'run_logged', must_not_run)
     doc = cmp.Comparison(plan, str(tmp_path), echo=lambda _: None).run()
     assert [r['key'] for r in doc['rows']] == ['full_swin', 'lora_swin']
     for ext in ('md', 'json', 'png'):
@@ -232,11 +233,11 @@ def test_latency_remeasures_a_host_as_a_whole(tmp_path, monkeypatch):
         with open(out, 'w') as f:
             json.dump([dict(median_ms=10.0), dict(median_ms=12.0)], f)
 
-    monkeypatch.setattr(cmp, 'run_logged', fake_run)
+    monkeypatch.setattr(cmp_runner, 'run_logged', fake_run)
     comparison = cmp.Comparison(plan, str(tmp_path), echo=lambda _: None)
     assert comparison.latencies(results) == {}
     assert len(calls) == 1
-    assert calls[0][calls[0].index('latency') + 1:][:4] == [
+    assert calls[0][calls[0].index('mmpeft.comparison.latency') + 1:][:4] == [
         'full_swin.py', 'full_swin.pth', 'lora_swin.py', 'lora_swin.pth']
     assert results['full_swin']['latency'] == dict(median_ms=10.0)
     assert results['lora_swin']['latency'] == dict(median_ms=12.0)
