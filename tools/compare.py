@@ -17,13 +17,9 @@ training from its last checkpoint. Examples::
 """
 import argparse
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from mmpeft.comparison import (ALL_METHODS, Comparison,  # noqa: E402
-                               ComparisonError, StepFailed, baseline_plan,
-                               demo_plan, markdown)
+from mmpeft.comparison import (ALL_METHODS, Comparison, ComparisonError,
+                               StepFailed, baseline_plan, demo_plan, markdown)
 
 
 def parse_args(argv=None):

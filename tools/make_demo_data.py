@@ -92,13 +92,19 @@ def _rng(seed, *keys):
     return np.random.default_rng([seed, *keys])
 
 
+def _blotched(rng, h, w, level, tint, blotch):
+    """A colour of brightness ``level`` (range), tinted by up to ``tint``
+    per channel, with smooth blotches of std ``blotch``; and the colour."""
+    base = rng.uniform(*level) + rng.uniform(-tint, tint, size=3)
+    blotches = cv2.resize(
+        rng.normal(0, blotch, size=(h // 16 + 2, w // 16 + 2, 3)), (w, h),
+        interpolation=cv2.INTER_CUBIC)
+    return np.clip(base + blotches, 0, 255).astype(np.uint8), base
+
+
 def _background(rng, h, w):
     """Muted colour + smooth blotches + a few thin lines + pixel noise."""
-    base = rng.uniform(80, 170) + rng.uniform(-15, 15, size=3)
-    blotches = cv2.resize(
-        rng.normal(0, 25, size=(h // 16 + 2, w // 16 + 2, 3)), (w, h),
-        interpolation=cv2.INTER_CUBIC)
-    img = np.clip(base + blotches, 0, 255).astype(np.uint8)
+    img, _ = _blotched(rng, h, w, (80, 170), 15, 25)
     for _ in range(rng.integers(3, 8)):
         p1 = tuple(int(v) for v in rng.integers(0, (w, h)))
         p2 = tuple(int(v) for v in rng.integers(0, (w, h)))
@@ -181,11 +187,7 @@ def _scene(rng, h, w, shapes, num_range=(1, 3), size_range=(0.3, 0.55)):
 
 def _target_background(rng, h, w):
     """Darker than the source domain's, with a faint grid."""
-    base = rng.uniform(30, 90) + rng.uniform(-10, 10, size=3)
-    blotches = cv2.resize(
-        rng.normal(0, 15, size=(h // 16 + 2, w // 16 + 2, 3)), (w, h),
-        interpolation=cv2.INTER_CUBIC)
-    img = np.clip(base + blotches, 0, 255).astype(np.uint8)
+    img, base = _blotched(rng, h, w, (30, 90), 10, 15)
     step = int(rng.integers(12, 28))
     grey = int(base.mean() + 25)
     img[::step] = img[:, ::step] = grey

@@ -15,38 +15,11 @@ _base_ = [
 data_root = 'data/demo/coco/'
 # The generator draws the first four COCO categories.
 metainfo = dict(classes=('person', 'bicycle', 'car', 'motorcycle'))
-img_scale = (256, 192)
 
-model = dict(
-    backbone=_base_.tiny_swin,
-    neck=dict(in_channels=_base_.tiny_swin_widths, out_channels=64),
-    rpn_head=dict(in_channels=64, feat_channels=64),
-    roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=64),
-        bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=4)),
-    train_cfg=dict(
-        rpn=dict(sampler=dict(num=128)),
-        rpn_proposal=dict(nms_pre=500, max_per_img=300),
-        rcnn=dict(sampler=dict(num=128))),
-    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
-
+model = dict(backbone=_base_.tiny_swin, **_base_.tiny_faster_rcnn)
 # Boxes only: the COCO set serves a detector here.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor'))
-]
+train_pipeline = _base_.box_train_pipeline
+test_pipeline = _base_.box_test_pipeline
 train_dataloader = dict(
     batch_size=4,
     num_workers=1,

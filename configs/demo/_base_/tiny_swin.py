@@ -44,7 +44,11 @@ vit_pretrained_init = dict(type='Pretrained', checkpoint=vit_pretrained)
 # ViT-B/16's layout shrunk (mmseg VisionTransformer arguments), with 8-pixel
 # patches: with 16-pixel ones the tiny ViT detector stayed near chance on
 # the demo shapes (COCO bbox mAP 0.011 on the generated val set after 300
-# and after 900 iterations), with 8 it reaches 0.731 in 300. The position
+# iterations, and after 900;
+# `tools/train.py configs/demo/vit_fasterrcnn_coco.py
+# --cfg-options model.backbone.patch_size=16
+# "model.neck.0.scale_factors=[4.0,2.0,1.0,0.5]"`), with 8 it reaches 0.731
+# in 300. The position
 # table is sized for the 256x192 demo images; the simple feature pyramid
 # turns the stride-8 map into strides 4-32.
 tiny_vit = dict(
@@ -66,6 +70,39 @@ tiny_vit_neck = [
     dict(type='SimpleFeaturePyramid', in_channels=64,
          scale_factors=(2.0, 1.0, 0.5, 0.25)),
     dict(type='mmdet.FPN', in_channels=[64] * 4, out_channels=64, num_outs=5)
+]
+
+# The transfer demo's detector (swin_fasterrcnn_coco.py, swin_fasterrcnn_voc.py
+# and every method over them): Faster R-CNN at width 64 for the generators'
+# four classes, boxes only, on 256x192 images. `model = dict(backbone=...,
+# **tiny_faster_rcnn)`; a ViT replaces the neck.
+tiny_faster_rcnn = dict(
+    neck=dict(in_channels=tiny_swin_widths, out_channels=64),
+    rpn_head=dict(in_channels=64, feat_channels=64),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=64),
+        bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=4)),
+    train_cfg=dict(
+        rpn=dict(sampler=dict(num=128)),
+        rpn_proposal=dict(nms_pre=500, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
+box_img_scale = (256, 192)
+box_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=box_img_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+box_test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=box_img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                   'scale_factor'))
 ]
 
 max_iters = 300
