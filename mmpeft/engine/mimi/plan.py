@@ -14,13 +14,17 @@ import torch
 SCHEDULES = ('within', 'rounds')
 
 
+def _given(**arguments) -> List[str]:
+    """The names of the arguments that were set (not None), in order."""
+    return [name for name, value in arguments.items() if value is not None]
+
+
 def within_args(sigma_target, interval, by_epoch, rounds, round_iters,
                 round_epochs) -> Tuple[float, int, bool]:
     """``(sigma_target, interval, by_epoch)`` of ``schedule='within'``,
     checked; the ``'rounds'`` arguments are refused."""
-    given = [name for name, value in (
-        ('rounds', rounds), ('round_iters', round_iters),
-        ('round_epochs', round_epochs)) if value is not None]
+    given = _given(rounds=rounds, round_iters=round_iters,
+                   round_epochs=round_epochs)
     if given:
         raise ValueError(
             f'MiMiPruneHook: {", ".join(given)} belong to '
@@ -44,9 +48,8 @@ def rounds_args(sigma_target, interval, by_epoch, rounds, round_iters,
                 round_epochs) -> Tuple[int, int, bool]:
     """``(rounds, round length, by_epoch)`` of ``schedule='rounds'``,
     checked; the ``'within'`` arguments are refused."""
-    given = [name for name, value in (
-        ('sigma_target', sigma_target), ('interval', interval),
-        ('by_epoch', by_epoch)) if value is not None]
+    given = _given(sigma_target=sigma_target, interval=interval,
+                   by_epoch=by_epoch)
     if given:
         raise ValueError(
             f"MiMiPruneHook(schedule='rounds') takes rounds and "
