@@ -107,7 +107,7 @@ class NaNGuardHook(Hook):
                                record['loss'])]
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        meta = checkpoint.get('meta', {})
+        meta = checkpoint.get('meta') or {}
         record = meta.get('nan_guard')
         self._loaded = None if record is None else (meta.get('iter'), record)
 
@@ -170,12 +170,13 @@ class NaNGuardHook(Hook):
                      and loss > self.factor * self._level)
         if exploding:
             self._exploded.append((path, loss))
+            back = (f'the checkpoint to go back to stays {self._last_good}'
+                    if self._last_good else 'no earlier checkpoint is good')
             runner.logger.warning(
                 f'NaNGuardHook: the loss is exploding: the mean of the last '
                 f'{self.window} losses is {loss:.4g}, more than '
                 f'{self.factor:g}x the healthy level {self._level:.4g}. '
-                f'{path} is saved, but the checkpoint to go back to stays '
-                f'{self._last_good}.')
+                f'{path} is saved, but {back}.')
         else:
             self._last_good, self._exploded = path, []
         record = dict(loss=loss, level=self._level, exploding=exploding,
