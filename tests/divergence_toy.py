@@ -4,11 +4,11 @@ tests/ on PYTHONPATH) and the in-process tests build it directly.
 
 SGD on one weight w, inputs all ones, loss ``(1 + w^2) / 2 + w^4 / 400``.
 With lr 2.1 a step multiplies w by ``-(1.1 + 0.021 w^2)``: from w = 0.01 the
-loss stays near its floor 0.5 for ~35 iterations, grows for ~25 more (0.54
+loss stays near its floor 0.5 for ~35 iterations, grows for ~25 more (0.59
 at iteration 40, 3.6 at 55, 66 at 59), then overflows to inf at iteration
 63. A tenth of that lr, 0.21, multiplies w by ``0.79 - 0.0021 w^2``: back to
 0 from any |w| < 29, so a checkpoint of the growing phase recovers, while
-``iter_60.pth`` (w = 520), the newest finite one, diverges whatever the lr.
+``iter_60.pth`` (w = 520), the newest finite one, diverges at 0.21 too.
 """
 import os.path as osp
 

@@ -55,7 +55,7 @@ def train(config, work_dir, *args):
 def test_following_the_advice_after_a_gradual_divergence(diverging):
     """The loss grows for ~25 iterations, then overflows at iteration 63
     (divergence_toy.py). The newest finite checkpoint, iter_60.pth, was
-    saved while it exploded and diverges again at any lr: the advice names
+    saved while it exploded and diverges again at 0.21: the advice names
     iter_55.pth, and following it trains on at finite losses."""
     config, work_dir = diverging
     proc = train(config, work_dir)

@@ -16,10 +16,10 @@ the learning rate after the checkpoint is loaded; the error of
 :class:`NaNGuardHook` prints that command with a tenth of the current rate.
 
 Which checkpoint is good to go back to: a run that diverges gradually saves
-checkpoints while its loss grows, still finite; their weights are already
-too far out for any learning rate. Every save records the loss (in the
-checkpoint's ``meta['nan_guard']``) and is judged: it is *exploding* when
-the mean of the last ``window`` losses is more than ``factor`` times the
+checkpoints while its loss grows, still finite; their weights are often too
+far out for a lower learning rate to bring back. Every save records the loss
+(in the checkpoint's ``meta['nan_guard']``) and is judged: it is *exploding*
+when the mean of the last ``window`` losses is more than ``factor`` times the
 run's healthy level, the lowest median of ``window`` consecutive losses seen
 so far (in this run and the one it resumed). The median keeps the level
 where most of a window was, so a window in which the loss takes off does not
@@ -27,6 +27,7 @@ raise it; the mean follows the growth. The *last good* checkpoint, the one
 the error names, is the newest checkpoint whose save was not exploding.
 Before ``window`` finite losses exist, and while the level is not positive
 (a loss that can be zero or negative), every finite save counts as good.
+Under DDP the judgement is rank 0's, from its own losses (it alone saves).
 """
 import math
 import os.path as osp
