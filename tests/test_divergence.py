@@ -1,67 +1,39 @@
 """A diverged run can be recovered by doing what NaNGuardHook says: its
 error names the images of the batch and prints a command whose lower
 learning rate really applies on resume (ResumeLRHook / --resume-lr; a lower
-optimizer.lr in the config is overridden by the checkpoint's)."""
+optimizer.lr in the config is overridden by the checkpoint's), from a
+checkpoint saved before the loss started to explode."""
 import os.path as osp
 import re
 import shlex
 import sys
 
 import pytest
-import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from divergence_toy import (LR, MAX_ITERS, NAN_AT, diverging_runner,
+                            sgd_step)
 from helpers import load_tool
-from mmpeft.engine import ResumeLRHook
+from mmpeft.engine import NonFiniteLossError, ResumeLRHook
 from test_reliability_support import (load_checkpoint, output_tail, run_tool,
-                                      toy_runner, write_module)
+                                      toy_runner)
 
-# w <- w - lr * 2w: lr=2 multiplies w by -3 per step, so the loss w^2
-# overflows float32 at iteration 42; lr=0.2 (a tenth) multiplies it by 0.6.
-TOY = '''
-    import torch
-    from mmengine.model import BaseModel
-    from mmengine.registry import DATASETS, MODELS
-    from mmengine.structures import BaseDataElement
-    from torch import nn
-
-
-    @MODELS.register_module()
-    class Quadratic(BaseModel):
-
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.ones(1))
-
-        def forward(self, inputs, data_samples=None, mode='loss'):
-            return dict(loss=(self.w * torch.stack(inputs)).pow(2).mean())
-
-
-    @DATASETS.register_module()
-    class Ones(torch.utils.data.Dataset):
-
-        def __len__(self):
-            return 8
-
-        def __getitem__(self, index):
-            return dict(inputs=torch.ones(1), data_samples=BaseDataElement(
-                metainfo=dict(img_path=f'images/img_{index}.jpg')))
-'''
-CONFIG = '''
-custom_imports = dict(imports=['mmpeft', 'divergent_toy'],
+TESTS = osp.dirname(osp.abspath(__file__))
+CONFIG = f'''
+custom_imports = dict(imports=['mmpeft', 'divergence_toy'],
                       allow_failed_imports=False)
 default_scope = 'mmengine'
-model = dict(type='Quadratic')
+model = dict(type='GradualDivergence')
 train_dataloader = dict(
-    dataset=dict(type='Ones'),
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type='OnesWithPaths'),
+    sampler=dict(type='InfiniteSampler', shuffle=False),
     collate_fn=dict(type='pseudo_collate'), batch_size=2, num_workers=0)
-optim_wrapper = dict(optimizer=dict(type='SGD', lr=2.0))
-train_cfg = dict(by_epoch=False, max_iters=60)
+optim_wrapper = dict(optimizer=dict(type='SGD', lr={LR}))
+train_cfg = dict(by_epoch=False, max_iters={MAX_ITERS})
 default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=10),
-    logger=dict(type='LoggerHook', interval=10))
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=5),
+    logger=dict(type='LoggerHook', interval=5))
 log_processor = dict(by_epoch=False)
 custom_hooks = [dict(type='NaNGuardHook')]
 '''
@@ -69,55 +41,72 @@ custom_hooks = [dict(type='NaNGuardHook')]
 
 @pytest.fixture
 def diverging(tmp_path):
-    write_module(str(tmp_path), 'divergent_toy', TOY)
     config = tmp_path / 'diverging.py'
     config.write_text(CONFIG)
     return str(config), tmp_path / 'work'
 
 
-def train(config, work_dir, *args, pythonpath):
+def train(config, work_dir, *args):
     return run_tool(['python', 'tools/train.py', config, '--work-dir',
-                     str(work_dir), *args], pythonpath=[pythonpath])
+                     str(work_dir), *args], pythonpath=[TESTS])
 
 
 @pytest.mark.slow
-def test_following_the_printed_command_reaches_a_finite_loss(diverging):
+def test_following_the_advice_after_a_gradual_divergence(diverging):
+    """The loss grows for ~25 iterations, then overflows at iteration 63
+    (divergence_toy.py). The newest finite checkpoint, iter_60.pth, was
+    saved while it exploded and diverges again at 0.21: the advice names
+    iter_55.pth, and following it trains on at finite losses."""
     config, work_dir = diverging
-    here = osp.dirname(config)
-    proc = train(config, work_dir, pythonpath=here)
+    proc = train(config, work_dir)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and 'NonFiniteLossError' in out, \
         output_tail(proc)
-    assert 'not finite at iteration 42' in out
-    # Iteration 42 is batch 41 % 4 = 1 of its epoch: samples 2 and 3.
-    assert 'images/img_2.jpg, images/img_3.jpg' in out
+    assert f'not finite at iteration {NAN_AT}' in out
+    # Iteration 63 reads samples 124, 125 of 0..7 repeated: 4 and 5.
+    assert 'images/img_4.jpg, images/img_5.jpg' in out
     command = re.search(r'tools/train\.py CONFIG (--resume \S+ '
                         r'--resume-lr \S+)', out)
     assert command, output_tail(proc)
     args = shlex.split(command.group(1))
-    assert args[1] == str(work_dir / 'iter_40.pth') and args[3] == '0.2'
+    assert args[1] == str(work_dir / 'iter_55.pth') and args[3] == '0.21'
+    assert 'iter_60.pth (218)' in out  # named as saved while exploding
+
+    # What the guard named before: the newest finite checkpoint. Its weight
+    # is out of reach of the lower lr, so the advice looped.
+    with pytest.raises(NonFiniteLossError,
+                       match=f'not finite at iteration {NAN_AT}'):
+        diverging_runner(
+            work_dir.parent / 'newest_finite',
+            resume_from=str(work_dir / 'iter_60.pth'),
+            custom_hooks=[dict(type='ResumeLRHook', lr=LR / 10)]).train()
 
     # mmengine puts the checkpoint's lr back: a lower optimizer.lr in the
     # config does not help, the run diverges again.
     stock = train(config, work_dir, '--resume', args[1], '--cfg-options',
-                  'optim_wrapper.optimizer.lr=0.2', pythonpath=here)
-    assert stock.returncode != 0 and 'not finite at iteration 42' in (
+                  f'optim_wrapper.optimizer.lr={LR / 10}')
+    assert stock.returncode != 0 and f'not finite at iteration {NAN_AT}' in (
         stock.stdout + stock.stderr), output_tail(stock)
 
-    resumed = train(config, work_dir, *args, pythonpath=here)
+    resumed = train(config, work_dir, *args)
     assert resumed.returncode == 0, output_tail(resumed)
-    assert 'learning rate 2 -> 0.2' in resumed.stdout + resumed.stderr
-    final = load_checkpoint(str(work_dir / 'iter_60.pth'))
-    w = final['state_dict']['w']
-    assert torch.isfinite(w).all() and torch.isfinite(w.pow(2)).all()
-    w_40 = load_checkpoint(args[1])['state_dict']['w']
-    assert w.item() == pytest.approx(w_40.item() * 0.6**20, rel=1e-4)
-    assert final['optimizer']['param_groups'][0]['lr'] == pytest.approx(0.2)
+    assert 'learning rate 2.1 -> 0.21' in resumed.stdout + resumed.stderr
+    final = load_checkpoint(str(work_dir / f'iter_{MAX_ITERS}.pth'))
+    w = load_checkpoint(args[1])['state_dict']['w'].item()
+    for _ in range(MAX_ITERS - 55):
+        w = sgd_step(w, LR / 10)
+    assert final['state_dict']['w'].item() == pytest.approx(w, rel=1e-4)
+    # The last 10 losses are finite and back at the healthy level (the
+    # level of the first run, carried by the checkpoint).
+    record = final['meta']['nan_guard']
+    assert not record['exploding'] and len(record['recent']) == 10
+    assert record['level'] == pytest.approx(0.5, rel=1e-3)
+    assert record['loss'] < 1.01 * record['level']
+    assert final['optimizer']['param_groups'][0]['lr'] == pytest.approx(0.21)
 
 
 def test_resume_lr_needs_resume(diverging, monkeypatch):
-    config, work_dir = diverging
-    monkeypatch.syspath_prepend(osp.dirname(config))  # divergent_toy
+    config, _ = diverging
     monkeypatch.setattr(sys, 'argv', ['train.py', config, '--resume-lr',
                                       '0.1'])
     with pytest.raises(SystemExit, match='--resume-lr sets the learning rate '

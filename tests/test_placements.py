@@ -326,6 +326,57 @@ def test_series_adapter_sits_inside_drop_path():
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
+# Identity-init adapters that draw no random numbers in training mode, and
+# the dropout rate each case is compared with: mmpeft's own attention (weight
+# adapters on qkv) returns a contiguous (B, N, C) output where the stock one
+# is a transposed (N, B, C) view, so the dropout after it draws the same
+# numbers in another element order (the same distribution, other elements).
+IDENTITY_IN_TRAINING = {
+    'token': ({s: {p: dict(type='RepAdapter', hidden_dim=4, dropout=0.0)
+                   for p in TOKEN_PLACEMENTS} for s in WEIGHT_PLACEMENTS},
+              0.1),
+    'weight': ({s: {w: LORA for w in ws}
+                for s, ws in WEIGHT_PLACEMENTS.items()}, 0.0),
+}
+
+
+@pytest.mark.parametrize('placements', IDENTITY_IN_TRAINING)
+def test_vit_layer_keeps_the_stock_drop_path_in_training(placements):
+    """Training mode, drop-path 0.5, the same seed: a ViT layer with identity
+    adapters (token placements: packed attention, with dropout 0.1 too;
+    weight placements: mmpeft's own attention) computes what the stock mmseg
+    layer computes with its own drop-path modules. Stock mmseg drops paths on
+    the FFN branch only (the attention's ``dropout_layer`` is ``Dropout(0)``),
+    so must the adapted layer; other GEMMs, so a tolerance."""
+    adapters, drop_rate = IDENTITY_IN_TRAINING[placements]
+    args = dict(VIT, drop_path_rate=0.5, drop_rate=drop_rate)
+    torch.manual_seed(0)
+    stock = VisionTransformer(**args)
+    model = MODELS.build(dict(type='AdapterVisionTransformer',
+                              adapters=adapters, **args))
+    model.load_state_dict(stock.state_dict(), strict=False)
+    layer = model.layers[1]  # drop prob 0.5 here
+    stock_layer = copy.deepcopy(stock.layers[1])
+    layer.hw_shape = (4, 4)
+    layer.train(), stock_layer.train()
+    x = torch.randn(8, 17, 16)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        out = layer(x)
+        torch.manual_seed(3)
+        ref = stock_layer(x)
+        # The same draws without the FFN drop-path (it draws last): the
+        # samples it dropped or scaled differ.
+        stock_layer.ffn.dropout_layer = torch.nn.Identity()
+        torch.manual_seed(3)
+        no_drop_path = stock_layer(x)
+    scale = ref.abs().max()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6 * scale)
+    assert not torch.allclose(ref, no_drop_path, atol=1e-2 * scale)
+    assert isinstance(layer.attn.dropout_layer, torch.nn.Dropout)
+    assert layer.attn.dropout_layer.p == 0
+
+
 def test_mimi_swin_adapters_read_the_sublayer_outputs():
     """Forward hooks on the stock sublayers (the window attention and the
     FFN layers) see exactly what each MiMi adapter gets as input."""

@@ -1,7 +1,9 @@
 """NaN loss: the run stops at that iteration, writes nothing poisoned and
-names the checkpoint to go back to (NaNGuardHook)."""
+names the checkpoint to go back to (NaNGuardHook): the newest one saved
+before the loss started to explode."""
 import os
 import os.path as osp
+import statistics
 
 import pytest
 import torch
@@ -9,8 +11,10 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 
+from divergence_toy import LR, NAN_AT, diverging_runner, sgd_step
 from mmpeft.engine import NaNGuardHook, NonFiniteLossError
-from test_reliability_support import tiny_method_cfg, toy_runner
+from test_reliability_support import (load_checkpoint, tiny_method_cfg,
+                                      toy_runner)
 
 
 def checkpoints(work_dir):
@@ -88,9 +92,101 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
     assert checkpoints(tmp_path) == ['iter_1.pth']
 
 
-def test_bad_patience_is_rejected():
+def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match='patience must be an integer >= 1'):
         NaNGuardHook(patience=0)
+    with pytest.raises(ValueError, match='window must be an integer >= 1'):
+        NaNGuardHook(window=0)
+    for factor in (1, 0.5, float('inf')):
+        with pytest.raises(ValueError, match='factor must be a finite number '
+                           '> 1'):
+            NaNGuardHook(factor=factor)
+
+
+# ------------------------------------------- a run that diverges gradually
+def healthy_level(first_w=0.01, iters=NAN_AT - 1, window=10):
+    """The lowest median of 10 consecutive losses of divergence_toy.py,
+    replayed from its maths (in double precision)."""
+    w, losses = first_w, []
+    for _ in range(iters):
+        losses.append((1 + w**2) / 2 + w**4 / 400)
+        w = sgd_step(w, LR)
+    return min(statistics.median(losses[i - window:i])
+               for i in range(window, iters + 1))
+
+
+def test_gradual_divergence_names_the_checkpoint_before_the_explosion(
+        tmp_path):
+    """The loss grows from iteration ~35 and overflows at 63; iter_60.pth
+    (mean of the last 10 losses 218, last loss 2070) is finite but saved
+    while exploding. The error names iter_55.pth (mean 1.64, already 3.3x
+    the healthy 0.5: growing, still below 4x)."""
+    with pytest.raises(NonFiniteLossError) as error:
+        diverging_runner(tmp_path).train()
+    message = str(error.value)
+    assert f'not finite at iteration {NAN_AT}' in message
+    assert (f'--resume {osp.join(str(tmp_path), "iter_55.pth")} '
+            f'--resume-lr 0.21') in message
+    assert 'iter_60.pth (218)' in message and 'exploding' in message
+    records = {name: load_checkpoint(str(tmp_path / name))['meta']['nan_guard']
+               for name in checkpoints(tmp_path)}
+    assert len(records) == 12  # iter_5 ... iter_60
+    assert [n for n, r in records.items() if r['exploding']] == [
+        'iter_60.pth']
+    level = healthy_level()
+    for name, record in records.items():
+        assert record['loss'] == pytest.approx(
+            statistics.fmean(record['recent']))
+        if name != 'iter_5.pth':  # a window of 10 losses exists
+            assert record['level'] == pytest.approx(level, rel=1e-5)
+            assert record['exploding'] == (record['loss'] > 4 * level)
+    assert 3 * level < records['iter_55.pth']['loss'] < 4 * level
+    assert records['iter_5.pth']['level'] is None
+    assert records['iter_60.pth']['last_good'] == str(tmp_path / 'iter_55.pth')
+    assert records['iter_55.pth']['last_good'] == str(tmp_path / 'iter_55.pth')
+
+
+def test_resumed_exploding_checkpoint_still_names_the_good_one(tmp_path):
+    """Auto-resume takes the newest checkpoint, an exploding one: its record
+    carries the last good checkpoint and the losses into the resumed run.
+    (A tenth of the lr cannot save iter_60.pth: the same NaN.)"""
+    with pytest.raises(NonFiniteLossError):
+        diverging_runner(tmp_path / 'run').train()
+    with pytest.raises(NonFiniteLossError) as error:
+        diverging_runner(
+            tmp_path / 'resumed',
+            resume_from=str(tmp_path / 'run' / 'iter_60.pth'),
+            custom_hooks=[dict(type='ResumeLRHook', lr=LR / 10)]).train()
+    message = str(error.value)
+    assert f'not finite at iteration {NAN_AT}' in message
+    assert (f'--resume {osp.join(str(tmp_path), "run", "iter_55.pth")} '
+            f'--resume-lr 0.021') in message
+    assert 'iter_60.pth (218)' in message
+
+
+def test_load_from_starts_a_fresh_record(tmp_path):
+    """Fine-tuning from a checkpoint (load_from, no resume) is a new run:
+    its first save judges its own losses and is its own last good one."""
+    with pytest.raises(NonFiniteLossError):
+        diverging_runner(tmp_path / 'run').train()
+    diverging_runner(tmp_path / 'fresh', lr=LR / 10, max_iters=5,
+                     load_from=str(tmp_path / 'run' / 'iter_55.pth')).train()
+    record = load_checkpoint(str(tmp_path / 'fresh' / 'iter_5.pth')
+                             )['meta']['nan_guard']
+    assert len(record['recent']) == 5 and not record['exploding']
+    assert record['last_good'] == str(tmp_path / 'fresh' / 'iter_5.pth')
+
+
+def test_a_deleted_last_good_checkpoint_is_not_named(tmp_path):
+    """max_keep_ckpts=1 removed iter_55.pth when iter_60.pth was saved: the
+    advice says so instead of naming a missing file or iter_60.pth."""
+    with pytest.raises(NonFiniteLossError) as error:
+        diverging_runner(tmp_path, max_keep_ckpts=1).train()
+    message = str(error.value)
+    assert (f'The last good checkpoint, {osp.join(str(tmp_path), "iter_55.pth")}'
+            ', was deleted (CheckpointHook max_keep_ckpts') in message
+    assert '--resume' not in message and 'lr=0.21' in message
+    assert checkpoints(tmp_path) == ['iter_60.pth']
 
 
 @HOOKS.register_module()

@@ -14,9 +14,26 @@ checkpoint on ``--resume``, so a lower ``optimizer.lr`` in the config (or in
 :class:`ResumeLRHook` (``tools/train.py --resume CKPT --resume-lr LR``) sets
 the learning rate after the checkpoint is loaded; the error of
 :class:`NaNGuardHook` prints that command with a tenth of the current rate.
+
+Which checkpoint is good to go back to: a run that diverges gradually saves
+checkpoints while its loss grows, still finite; their weights are often too
+far out for a lower learning rate to bring back. Every save records the loss
+(in the checkpoint's ``meta['nan_guard']``) and is judged: it is *exploding*
+when the mean of the last ``window`` losses is more than ``factor`` times the
+run's healthy level, the lowest median of ``window`` consecutive losses seen
+so far (in this run and the one it resumed). The median keeps the level
+where most of a window was, so a window in which the loss takes off does not
+raise it; the mean follows the growth. The *last good* checkpoint, the one
+the error names, is the newest checkpoint whose save was not exploding.
+Before ``window`` finite losses exist, and while the level is not positive
+(a loss that can be zero or negative), every finite save counts as good.
+Under DDP the judgement is rank 0's, from its own losses (it alone saves).
 """
 import math
-from typing import Dict, List, Optional
+import os.path as osp
+import statistics
+from collections import deque
+from typing import Deque, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.dist import all_reduce
@@ -33,7 +50,8 @@ class NonFiniteLossError(FloatingPointError):
 
 @HOOKS.register_module()
 class NaNGuardHook(Hook):
-    """Raise :class:`NonFiniteLossError` when the loss stops being finite.
+    """Raise :class:`NonFiniteLossError` when the loss stops being finite,
+    naming the last good checkpoint (see the module docstring).
 
     Args:
         patience: consecutive non-finite losses tolerated before stopping.
@@ -42,21 +60,57 @@ class NaNGuardHook(Hook):
         check_checkpoint: also refuse to save a checkpoint whose trainable
             weights are not finite (weights can diverge while the loss of
             that iteration still looks finite).
+        window: the losses a save is judged by (their mean) and the healthy
+            level is measured over (the lowest median of that many).
+        factor: a save is exploding when its mean loss is more than
+            ``factor`` times the healthy level.
     """
     priority = 'ABOVE_NORMAL'
 
-    def __init__(self, patience: int = 1, check_checkpoint: bool = True):
+    def __init__(self, patience: int = 1, check_checkpoint: bool = True,
+                 window: int = 10, factor: float = 4.0):
         if not (isinstance(patience, int) and patience >= 1):
             raise ValueError(f'NaNGuardHook: patience must be an integer >= '
                              f'1, got {patience!r}.')
+        if not (isinstance(window, int) and window >= 1):
+            raise ValueError(f'NaNGuardHook: window must be an integer >= '
+                             f'1 (losses per judgement), got {window!r}.')
+        if not (isinstance(factor, (int, float)) and 1 < factor < math.inf):
+            raise ValueError(f'NaNGuardHook: factor must be a finite number '
+                             f'> 1 (how far above the healthy loss level a '
+                             f'save counts as exploding), got {factor!r}.')
         self.patience = patience
         self.check_checkpoint = check_checkpoint
+        self.window = window
+        self.factor = float(factor)
         self._bad_in_a_row = 0
         self._last_good: Optional[str] = None
+        self._recent: Deque[float] = deque(maxlen=window)
+        self._level: Optional[float] = None
+        # Saves since the last good one: (path, mean loss).
+        self._exploded: List[Tuple[str, float]] = []
+        self._loaded: Optional[Tuple[int, dict]] = None
+        self._judged: Optional[Tuple[str, dict]] = None  # last save, record
 
     def before_train(self, runner) -> None:
-        """A resumed run starts from a good checkpoint: the one it loaded."""
+        """A resumed run starts from a good checkpoint: the one it loaded,
+        or the one that checkpoint names if it was saved exploding; the
+        losses it recorded carry on."""
         self._last_good = runner.message_hub.get_info('last_ckpt')
+        if self._loaded is None or self._loaded[0] != runner.iter:
+            return  # a fresh run (load_from only starts from the weights)
+        record = self._loaded[1]
+        self._recent.extend(record['recent'])
+        self._level = record['level']
+        if record['exploding']:
+            self._last_good = record['last_good']
+            self._exploded = [(runner.message_hub.get_info('last_ckpt'),
+                               record['loss'])]
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        meta = checkpoint.get('meta') or {}
+        record = meta.get('nan_guard')
+        self._loaded = None if record is None else (meta.get('iter'), record)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[Dict[str, torch.Tensor]] = None
@@ -69,6 +123,7 @@ class NaNGuardHook(Hook):
         all_reduce(bad, op='max')  # a no-op outside distributed runs
         if not bad.item():
             self._bad_in_a_row = 0
+            self._record_loss(float(loss.mean()))
             return
         self._bad_in_a_row += 1
         if self._bad_in_a_row < self.patience:
@@ -92,9 +147,45 @@ class NaNGuardHook(Hook):
             '(optim_wrapper.clip_grad=dict(max_norm=1.0)), or check the data '
             'of this iteration (an image whose annotation does not fit it).')
 
+    def _record_loss(self, loss: float) -> None:
+        """One more finite loss; the healthy level falls to the median of
+        the last ``window`` losses when that is lower."""
+        self._recent.append(loss)
+        if len(self._recent) == self.window:
+            median = statistics.median(self._recent)
+            if self._level is None or median < self._level:
+                self._level = median
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if not self.check_checkpoint:
+        if self.check_checkpoint:
+            self._check_weights(runner, checkpoint)
+        # CheckpointHook names the file before writing it; a save under a
+        # name already judged (a best checkpoint, which CheckpointHook does
+        # not name) repeats that judgement.
+        path = runner.message_hub.get_info('last_ckpt')
+        if self._judged is not None and self._judged[0] == path:
+            checkpoint.setdefault('meta', {})['nan_guard'] = self._judged[1]
             return
+        loss = statistics.fmean(self._recent) if self._recent else None
+        exploding = (len(self._recent) == self.window and self._level > 0
+                     and loss > self.factor * self._level)
+        if exploding:
+            self._exploded.append((path, loss))
+            back = (f'the checkpoint to go back to stays {self._last_good}'
+                    if self._last_good else 'no earlier checkpoint is good')
+            runner.logger.warning(
+                f'NaNGuardHook: the loss is exploding: the mean of the last '
+                f'{self.window} losses is {loss:.4g}, more than '
+                f'{self.factor:g}x the healthy level {self._level:.4g}. '
+                f'{path} is saved, but {back}.')
+        else:
+            self._last_good, self._exploded = path, []
+        record = dict(loss=loss, level=self._level, exploding=exploding,
+                      last_good=self._last_good, recent=list(self._recent))
+        self._judged = (path, record)
+        checkpoint.setdefault('meta', {})['nan_guard'] = record
+
+    def _check_weights(self, runner, checkpoint: dict) -> None:
         trainable = {
             name
             for name, param in unwrap_model(runner.model).named_parameters()
@@ -106,8 +197,6 @@ class NaNGuardHook(Hook):
             and not torch.isfinite(value).all()
         ]
         if not broken:
-            # CheckpointHook names the file before writing it.
-            self._last_good = runner.message_hub.get_info('last_ckpt')
             return
         shown = ', '.join(broken[:5]) + (
             f', ... (+{len(broken) - 5} more)' if len(broken) > 5 else '')
@@ -120,19 +209,38 @@ class NaNGuardHook(Hook):
 
     def _go_back(self, runner) -> str:
         """Where to resume from, with a tenth of the current learning rate:
-        the last checkpoint that passed the check."""
+        the last good checkpoint."""
         lower = f'{max(current_lrs(runner.optim_wrapper), default=0) / 10:.3g}'
         if self._last_good is None:
-            return ('No checkpoint was saved before it: restart from scratch '
-                    f'with a lower learning rate (optim_wrapper.optimizer.lr='
-                    f'{lower}, a tenth of the current one).')
-        return (f'Go back to the last good checkpoint with a tenth of the '
-                f'current learning rate: tools/train.py CONFIG --resume '
-                f'{self._last_good} --resume-lr {lower} (without tools/'
-                f"train.py: custom_hooks += [dict(type='ResumeLRHook', "
-                f"lr={lower})], resume=True, load_from='{self._last_good}'; "
-                'a lower optimizer.lr in the config is not enough, the '
-                'checkpoint restores its own).')
+            saved = ('No good checkpoint was saved before it (each one was '
+                     'saved while the loss was exploding)' if self._exploded
+                     else 'No checkpoint was saved before it')
+            return (f'{saved}: restart from scratch with a lower learning '
+                    f'rate (optim_wrapper.optimizer.lr={lower}, a tenth of '
+                    'the current one).')
+        if '://' not in self._last_good and not osp.exists(self._last_good):
+            return (f'The last good checkpoint, {self._last_good}, was '
+                    'deleted (CheckpointHook max_keep_ckpts removes the oldest '
+                    'ones); the checkpoints after it were saved while the loss '
+                    'was exploding: restart from scratch with a lower learning '
+                    f'rate (optim_wrapper.optimizer.lr={lower}, a tenth of the '
+                    'current one), and keep more checkpoints.')
+        advice = (f'Go back to the last good checkpoint with a tenth of the '
+                  f'current learning rate: tools/train.py CONFIG --resume '
+                  f'{self._last_good} --resume-lr {lower} (without tools/'
+                  f"train.py: custom_hooks += [dict(type='ResumeLRHook', "
+                  f"lr={lower})], resume=True, load_from='{self._last_good}'; "
+                  'a lower optimizer.lr in the config is not enough, the '
+                  'checkpoint restores its own).')
+        if self._exploded:
+            later = ', '.join(f'{osp.basename(path)} ({loss:.3g})'
+                              for path, loss in self._exploded)
+            advice += (f' The checkpoints saved after it were saved while the '
+                       f'loss was exploding (mean of the last {self.window} '
+                       f'losses, more than {self.factor:g}x the healthy level '
+                       f'{self._level:.3g}): {later}; a lower learning '
+                       'rate seldom brings such weights back.')
+        return advice
 
 
 @HOOKS.register_module()
