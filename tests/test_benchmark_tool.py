@@ -29,12 +29,13 @@ PRESET_HOSTS = {'tiny-swin': 'swin', 'tiny-vit': 'vit'}
 def expected_variants(host):
     """The default variants by the rule of docs/benchmarks.md: the three
     references, the freeze-policy methods that train part of the backbone,
-    then four forms of each registered method on ``host``."""
+    then four forms of each registered method on ``host`` (the own
+    papers' forms only when named)."""
     return ['full', 'full_cp', 'frozen'] + [
         f'{name}_{host}' for name in ('bitfit', 'normtuning', 'partial1')
     ] + [
         f'{m.name}{form}' for m in methods_for(host)
-        if MODELS.get(m.backbone['type'])
+        if MODELS.get(m.backbone['type']) and not m.variant_of
         for form in ('', '_cp', '_adapter_cp', '_deploy')
     ]
 
