@@ -28,6 +28,8 @@ class Method:
             benchmark's ``<name>_deploy`` variant). None: ``merge_adapters``
             alone, right wherever training leaves no state that a fresh
             model lacks. MiMi sets it: training ends pruned.
+        variant_of: for a method's own paper's form (``<name>_orig``), the
+            name of the default it varies (the Mona paper's baseline).
     """
     name: str
     host: str
@@ -36,6 +38,7 @@ class Method:
     merges: bool = False
     config_base: str = ''
     deploy: Optional[Callable] = None
+    variant_of: str = ''
 
 
 def prune_and_shrink_mimi(backbone, sigma_target: int = 32) -> None:
@@ -57,47 +60,78 @@ def prune_and_shrink_mimi(backbone, sigma_target: int = 32) -> None:
 
 
 # The adapter-based methods the Mona paper compares against (arXiv
-# 2408.08345, Table 1 and its baseline paragraph), each on both generic hosts
-# at the place its own paper puts it. Width 64 everywhere: the official
-# default of the Houlsby adapter (adapter-bert `hidden_size=64`) and of
-# AdaptFormer (`ffn_num=64`), and with it tools/count_params.py gives the
-# Mona paper's "% of backbone" for Swin-B exactly (3.58%, 1.79%); LoRA's rank
-# 64 and LoRand's bottleneck 64 are our choice, the paper states neither
-# (README "Comparison methods": our counts next to the paper's).
+# 2408.08345, Table 1), each on both generic hosts. The default of each
+# (`<name>`) is the Mona paper's baseline as its released code runs it
+# (Leiyi-Hu/mona, Swin-Transformer-Object-Detection/mmdet/models/backbones/
+# swin_transformer_<name>.py; LoRand: the same authors' DongshuoYin/CoLin,
+# MMDetection/mmdet/models/backbones/swin_lorand.py); `<name>_orig` is the
+# method's own paper / official code where that differs (ORIGINAL). The ViT
+# forms put the same adapter at the same place of each encoder layer.
+# Swin-B counts of both, next to the official code's: README "Comparison
+# methods" and tests/test_comparison_configs.py.
 HOST_TYPES = {'swin': 'AdapterSwinTransformer',
               'vit': 'AdapterVisionTransformer'}
+ORIGINAL = '_orig'  # suffix of a method's own paper's form
+MONA_PAPER = 'the Mona paper\'s baseline (arXiv 2408.08345, released code)'
+ADAPTER = dict(type='BottleneckAdapter', hidden_dim=64, scale=1.0,
+               dropout=0.1)
+LORAND = dict(type='LoRand', factor=2, num_branch=4, kernel_dim=8)
+HOULSBY = dict(type='HoulsbyAdapter', hidden_dim=64)
 COMPARISON = {
-    # Houlsby bottleneck on each sublayer output, before the residual add
-    # (Houlsby et al. 2019, Fig. 2; as MiMi). adapter-bert defaults: m = 64,
-    # init_scale 1e-3.
-    'adapter': (dict(attn=dict(series=dict(type='HoulsbyAdapter',
-                                           hidden_dim=64)),
-                     ffn=dict(series=dict(type='HoulsbyAdapter',
-                                          hidden_dim=64))),
-                'Houlsby et al., ICML 2019, arXiv 1902.00751', False),
-    # Parallel to the FFN only; the official image-run defaults (AdaptFormer
-    # main_image.py tuning_config): ffn_num 64, scalar 0.1, no layernorm,
-    # 'lora' init, dropout 0.1.
-    'adaptformer': (dict(ffn=dict(parallel=dict(
+    # Mona code: Adapter(dim) = Linear(C, 64), exact GELU, dropout 0.1,
+    # Linear(64, C), trunc-normal(0.02) init, on the attention and MLP
+    # outputs inside drop-path.
+    'adapter': (dict(attn=dict(series=dict(ADAPTER)),
+                     ffn=dict(series=dict(ADAPTER))),
+                f'{MONA_PAPER} of Houlsby et al., arXiv 1902.00751', False),
+    # Mona code: the same bottleneck scaled by 0.1 on the FFN input (before
+    # norm2), added beside drop_path(mlp(norm2(x))).
+    'adaptformer': (dict(ffn=dict(parallel=dict(ADAPTER, scale=0.1))),
+                    f'{MONA_PAPER} of Chen et al., arXiv 2205.13535',
+                    False),
+    # Mona code: qkv = MergedLinear(C, 3C, r=64, enable_lora=[True, False,
+    # True]): q and v, a rank-64 pair each, loralib's lora_alpha = 1 (scale
+    # 1/64), no dropout.
+    'lora': (dict(attn=dict(qkv=dict(type='LoRA', r=64, alpha=1,
+                                     dropout=0.0,
+                                     enable_lora=[True, False, True]))),
+             f'{MONA_PAPER} of Hu et al., arXiv 2106.09685', True),
+    # CoLin code: x = x + lorand(drop_path(attn(norm1(x)))), the same for
+    # the FFN; m = C/2, 4 branches, 8x8 kernels, a kernel per projection.
+    'lorand': (dict(attn=dict(after_drop_path=dict(LORAND)),
+                    ffn=dict(after_drop_path=dict(LORAND))),
+               f'{MONA_PAPER}: Yin et al., CVPR 2023 ("1% VS 100%")', False),
+    # Houlsby's adapter as adapter-bert defines it (tanh GELU, no dropout,
+    # std 1e-3, near-identity start) on each sublayer output (Fig. 2); its
+    # method base also trains the backbone's LayerNorms, as the paper does.
+    'adapter' + ORIGINAL: (dict(attn=dict(series=dict(HOULSBY)),
+                                ffn=dict(series=dict(HOULSBY))),
+                           'Houlsby et al., ICML 2019, arXiv 1902.00751 '
+                           '(adapter-bert)', False),
+    # The official image-run defaults (AdaptFormer main_image.py
+    # tuning_config): ffn_num 64, scalar 0.1, no layernorm, ReLU, 'lora'
+    # init (up zero), dropout 0.1.
+    'adaptformer' + ORIGINAL: (dict(ffn=dict(parallel=dict(
         type='AdaptFormer', hidden_dim=64, scale=0.1, layernorm='none',
-        dropout=0.1))),
-                    'Chen et al., NeurIPS 2022, arXiv 2205.13535', False),
-    # On the attention's fused qkv weight (the Mona paper: "parallel
-    # learnable matrices to the multi-head attention weights"); r = 64 (see
-    # above), alpha = r (scale 1: the paper gives none), no dropout.
-    'lora': (dict(attn=dict(qkv=dict(type='LoRA', r=64, alpha=64,
-                                     dropout=0.0))),
-             'Hu et al., ICLR 2022, arXiv 2106.09685', True),
-    # After the attention and after the FFN of every block, before the
-    # residual add, as the LoRand paper's figure places it. alpha = 2
-    # branches (the public port's default), kernel beta = 8, m = 64: our
-    # choice, the paper's values were not found (mmpeft/adapters/lorand.py).
-    'lorand': (dict(attn=dict(series=dict(type='LoRand', hidden_dim=64,
-                                          num_branch=2, kernel_dim=8)),
-                    ffn=dict(series=dict(type='LoRand', hidden_dim=64,
-                                         num_branch=2, kernel_dim=8))),
-               'Yin et al., CVPR 2023 ("1% VS 100%")', False),
+        dropout=0.1))), 'Chen et al., NeurIPS 2022, arXiv 2205.13535',
+                               False),
+    # One rank-64 update of the whole fused qkv (k too), alpha = r (scale
+    # 1): the form mmpeft ran before the Mona paper's code was read. The
+    # LoRA paper itself adapts Wq and Wv with a pair each (as the default)
+    # and sets alpha to the first r it tries (scale 1).
+    'lora' + ORIGINAL: (dict(attn=dict(qkv=dict(type='LoRA', r=64, alpha=64,
+                                                dropout=0.0))),
+                        'Hu et al., ICLR 2022, arXiv 2106.09685', True),
 }
+
+
+def default_key(name: str, host: str) -> str:
+    """The table key of the default that ``name`` (``<default>_orig``) is
+    the own-paper form of, on ``host``; '' for a default."""
+    if not name.endswith(ORIGINAL):
+        return ''
+    return f'{name[:-len(ORIGINAL)]}_{host}'
+
 
 METHODS: Dict[str, Method] = {
     m.name: m
@@ -117,7 +151,8 @@ METHODS: Dict[str, Method] = {
         *(Method(f'{name}_{host}', host,
                  dict(type=HOST_TYPES[host], adapters=adapters),
                  paper=paper, merges=merges,
-                 config_base=f'configs/_base_/methods/{name}_{host}.py')
+                 config_base=f'configs/_base_/methods/{name}_{host}.py',
+                 variant_of=default_key(name, host))
           for name, (adapters, paper, merges) in COMPARISON.items()
           for host in HOST_TYPES),
     )
@@ -143,35 +178,52 @@ class PolicyMethod:
         paper: where the method comes from.
         config_base: the method config base that task configs inherit
             (Full: none, its task configs are ``configs/baselines``).
+        variant_of: as :attr:`Method.variant_of`.
     """
     name: str
     host: str
     policy: Optional[Dict]
     paper: str
     config_base: str = ''
+    variant_of: str = ''
 
 
-# Zero-module methods on both hosts, as the Mona paper defines its baselines
-# (arXiv 2408.08345, Sec. 4.1): Full trains everything; Fixed freezes the
-# backbone and trains neck and heads; BitFit adds the backbone's bias
-# vectors; NormTuning its norm layers; Partial-1 its last stage (Swin: stage
-# 4 with its output norm; ViT: the last layer with the final norm).
+# Zero-module methods on both hosts. The defaults are the Mona paper's
+# baselines as its released code freezes them (arXiv 2408.08345, Sec. 4.1;
+# Leiyi-Hu/mona swin_transformer_<name>.py train the parameters whose name
+# holds a word): Full trains everything; Fixed freezes the backbone and
+# trains neck and heads; BitFit every backbone parameter named 'bias' (with
+# Swin's relative-position bias tables); NormTuning its norm layers ('norm');
+# Partial-1 its last block only ('layers.3.blocks.1' of Swin, no output norm;
+# on ViT the last layer, no final norm: a ViT has no stages, and its last
+# layer is, as Swin's last block, the last transformer block before the
+# output norms). `<name>_orig` are the methods' own forms: BitFit's bias
+# vectors only (on ViT, which has no bias tables, the same set), and the
+# last stage with its output norm (Swin: stages.3 + norm3; ViT: the last
+# layer + ln1), mmpeft's earlier reading of "Partial-1".
 POLICIES = {
     'full': (None, 'full fine-tuning (the baseline configs)'),
     'fixed': ({}, 'backbone frozen, neck and heads train'),
-    'bitfit': (dict(train_biases=True),
-               'Zaken et al., ACL 2022, arXiv 2106.10199'),
+    'bitfit': (dict(train_biases=True, train_bias_tables=True),
+               f'{MONA_PAPER} of Zaken et al., arXiv 2106.10199'),
     'normtuning': (dict(train_norms=True),
                    'norm layers only (the Mona paper\'s NormTuning)'),
-    'partial1': (dict(train_last_stage=True),
-                 'last stage only (Yosinski et al., NeurIPS 2014; '
-                 'the Mona paper\'s Partial-1)'),
+    'partial1': (dict(train_last_block=True),
+                 f'{MONA_PAPER}: last block only (Yosinski et al., '
+                 'NeurIPS 2014)'),
+    'bitfit' + ORIGINAL: (dict(train_biases=True),
+                          'Zaken et al., ACL 2022, arXiv 2106.10199 '
+                          '(bias vectors)'),
+    'partial1' + ORIGINAL: (dict(train_last_stage=True),
+                            'last stage with its output norm (Yosinski et '
+                            'al., NeurIPS 2014)'),
 }
 POLICY_METHODS: Dict[str, PolicyMethod] = {
     f'{name}_{host}': PolicyMethod(
         f'{name}_{host}', host, policy, paper,
         config_base='' if policy is None else
-        f'configs/_base_/methods/{name}_{host}.py')
+        f'configs/_base_/methods/{name}_{host}.py',
+        variant_of=default_key(name, host))
     for name, (policy, paper) in POLICIES.items()
     for host in HOST_TYPES
 }

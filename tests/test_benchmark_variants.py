@@ -109,6 +109,21 @@ def test_historical_names_select_the_derived_variants():
         {v.name for f in bench.FAMILIES.values() for v in f.variants}
 
 
+def test_own_paper_forms_are_measured_only_when_named():
+    """A method's own-paper form (``<name>_orig``: variant_of set) costs what
+    its default costs: out of the default run, selectable by name."""
+    for family in bench.FAMILIES.values():
+        default = {v.name for v in bench.select_variants(family)}
+        forms = {v.name for v in family.variants if '_orig' in v.name}
+        assert forms and not default & forms
+        named = f'lora_orig_{family.name}'
+        assert [v.name for v in bench.select_variants(
+            family, ['full', named])] == ['full', named]
+        assert f'lora_{family.name}' in default
+        assert f'bitfit_orig_{family.name}' in {v.name for v in
+                                               family.variants}
+
+
 def test_mona_literal_is_the_method_with_the_three_conv_branch():
     literal, = [v for v in bench.SWIN.variants if v.name == 'mona_literal']
     assert not literal.default

@@ -1,7 +1,8 @@
 """The comparison methods' configs (configs/{adapter,adaptformer,lora,lorand},
-each task on both hosts): each builds its model with the method table's
-adapters, only adapters train in the backbone, and a training step moves the
-adapters and not one frozen weight."""
+each task on both hosts; their own papers' forms configs/<name>_orig, VOC on
+both hosts): each builds its model with the method table's adapters, only
+adapters train in the backbone, a training step moves the adapters and not
+one frozen weight, and the Swin-B counts are those of the official code."""
 import glob
 import importlib
 import os.path as osp
@@ -11,14 +12,17 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
+from torch import nn
 
 from helpers import REPO_ROOT, tiny_runner_cfg
+from mmpeft.engine.peft_freeze_hook import policy_flags, policy_from_config
 from mmpeft.methods import METHODS
 from test_hooks import Snapshot
 from test_reliability_support import (HEAD_WIDTH, IMG_SCALE, SWIN_CHANNELS,
                                       TINY_SWIN, TINY_VIT)
 
 COMPARISON = ('adapter', 'adaptformer', 'lora', 'lorand')
+VARIANTS = ('adapter_orig', 'adaptformer_orig', 'lora_orig')
 TASKS = ('maskrcnn_{}_coco', 'upernet_{}_ade20k', 'fasterrcnn_{}_voc',
          'orientedrcnn_{}_dota')
 HOST_BACKBONES = {'swin': 'swinb', 'vit': 'vitb'}
@@ -27,17 +31,30 @@ CONFIGS = [
     for name in COMPARISON for host, b in HOST_BACKBONES.items()
     for task in TASKS
 ]
+VARIANT_CONFIGS = [(f'configs/{name}/fasterrcnn_{b}_voc.py', f'{name}_{host}')
+                   for name in VARIANTS for host, b in HOST_BACKBONES.items()]
 
 
-def test_every_comparison_method_has_its_eight_configs():
-    found = {osp.relpath(p, REPO_ROOT) for name in COMPARISON
-             for p in glob.glob(osp.join(REPO_ROOT, 'configs', name, '*.py'))}
-    assert found == {config for config, _ in CONFIGS}
-    for _, method in CONFIGS:
+def test_every_comparison_method_has_its_configs():
+    """Eight task configs per default, one VOC config per host for each own
+    paper's form; the table holds exactly these, variants next to their
+    defaults."""
+    for names, configs in ((COMPARISON, CONFIGS),
+                           (VARIANTS, VARIANT_CONFIGS)):
+        found = {osp.relpath(p, REPO_ROOT) for name in names for p in
+                 glob.glob(osp.join(REPO_ROOT, 'configs', name, '*.py'))}
+        assert found == {config for config, _ in configs}
+    table = {m for m in METHODS if METHODS[m].backbone['type'].startswith(
+        'Adapter') and METHODS[m].backbone.get('adapters')}
+    assert {m for _, m in CONFIGS + VARIANT_CONFIGS} <= table
+    for _, method in CONFIGS + VARIANT_CONFIGS:
         assert osp.isfile(osp.join(REPO_ROOT, METHODS[method].config_base))
+        default = method.replace('_orig', '')
+        assert METHODS[method].variant_of == ('' if default == method
+                                              else default)
 
 
-@pytest.mark.parametrize('config,method', CONFIGS)
+@pytest.mark.parametrize('config,method', CONFIGS + VARIANT_CONFIGS)
 def test_config_builds_the_method_table_backbone(config, method):
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
     backbone = cfg.model.backbone
@@ -83,28 +100,39 @@ def tiny_voc_cfg(config, data_root, work_dir):
     return cfg
 
 
+def backbone_trainable(model, cfg):
+    """The backbone parameters that train under ``cfg``: the adapters, and
+    what its PEFTFreezeHook policy adds (Houlsby's own form: the norms)."""
+    flags = policy_flags(model, policy_from_config(cfg))
+    return {n[len('backbone.'):] for n, trains in flags.items()
+            if trains and n.startswith('backbone.')}
+
+
 def train_one_step(cfg):
-    """Train ``cfg``; the backbone's weights before and after."""
+    """Train ``cfg``; the backbone's weights before and after, and what
+    trains in it."""
     runner = Runner.from_cfg(cfg)
     snapshot = Snapshot()
     runner.register_hook(snapshot)
     runner.train()
     return snapshot.params, dict(runner.model.backbone.named_parameters()), \
-        set(runner.model.backbone.adapter_param_names())
+        backbone_trainable(runner.model, cfg)
 
 
-def assert_only_adapters_moved(before, after, adapters):
-    frozen = [n for n in after if n not in adapters]
-    assert frozen and adapters
+def assert_only_adapters_moved(before, after, trained):
+    """Nothing outside ``trained`` (the adapters and what the policy adds)
+    moved or requires grad, and something in it moved."""
+    frozen = [n for n in after if n not in trained]
+    assert frozen and trained
     moved = [n for n in frozen if not torch.equal(after[n], before[n])]
     assert not moved, f'frozen weights changed: {moved[:8]}'
-    assert all(after[n].requires_grad for n in adapters)
+    assert all(after[n].requires_grad for n in trained)
     assert not any(after[n].requires_grad for n in frozen)
-    assert any(not torch.equal(after[n], before[n]) for n in adapters)
+    assert any(not torch.equal(after[n], before[n]) for n in trained)
 
 
 @pytest.mark.parametrize(
-    'config', [c for c, _ in CONFIGS if 'fasterrcnn' in c])
+    'config', [c for c, _ in CONFIGS + VARIANT_CONFIGS if 'fasterrcnn' in c])
 def test_one_step_of_the_tiny_voc_config_moves_only_adapters(
         config, demo_data, tmp_path):
     assert_only_adapters_moved(
@@ -130,20 +158,56 @@ def test_one_full_size_step_moves_only_adapters(config, demo_data, tmp_path):
     assert_only_adapters_moved(*train_one_step(cfg))
 
 
+# Swin-B: widths C and heads of each block (depths 2, 2, 18, 2).
+SWIN_B_BLOCKS = [(c, h) for c, h, depth in zip((128, 256, 512, 1024),
+                                              (4, 8, 16, 32), (2, 2, 18, 2))
+                 for _ in range(depth)]
+SWIN_B_PRETRAINED = 86_745_016
+SWIN_B_NORMS = 59_392  # its LayerNorms (tests/test_policy_methods.py)
+
+
 def swin_b_count(method):
     """Trainable backbone parameters of ``method`` on Swin-B, in closed form
-    from each adapter's shapes (widths C = 128, 256, 512, 1024; depths 2,
-    2, 18, 2; width / rank m = 64; LoRand 2 branches of 8x8 kernels)."""
-    widths = [c for c, depth in zip((128, 256, 512, 1024), (2, 2, 18, 2))
-              for _ in range(depth)]
-    m, alpha, beta = 64, 2, 8
+    from the official definitions (Leiyi-Hu/mona swin_transformer_<m>.py,
+    DongshuoYin/CoLin swin_lorand.py), block by block:
+
+    - adapter: two ``Adapter(dim)``: Linear(C, 64) + Linear(64, C) each;
+    - adaptformer: one such branch per block (beside the MLP);
+    - lora: ``MergedLinear(C, 3C, r=64, enable_lora=[True, False, True])``:
+      lora_A (2r, C), lora_B (2C, r): a rank-64 pair for q and for v;
+    - lorand: two ``Lorand(C, 2)``: m = C/2, two ``Lorand_Multi`` of 4
+      branches A (in, 8), g (8, 8), B (8, out) -- a kernel per projection
+      -- and a bias;
+    - the own papers' forms: the same Houlsby / AdaptFormer widths, and one
+      rank-64 pair for the whole qkv (A (64, C), B (3C, 64)).
+    """
+    m, r = 64, 64
+
+    def lorand_linear(n_in, n_out, branches=4, beta=8):
+        return branches * (n_in * beta + beta * beta + beta * n_out) + n_out
+
     per_block = dict(
-        adapter=lambda c: 2 * (2 * c * m + m + c),
-        adaptformer=lambda c: 2 * c * m + m + c,
-        lora=lambda c: m * (c + 3 * c),  # A: (r, C), B: (3C, r) on qkv
-        lorand=lambda c: 2 * (alpha * (2 * beta * (c + m) + beta ** 2) + m
-                              + c))[method]
-    return sum(per_block(c) for c in widths)
+        adapter=lambda c: 2 * (c * m + m + m * c + c),
+        adaptformer=lambda c: c * m + m + m * c + c,
+        lora=lambda c: 2 * r * c + 2 * c * r,
+        lorand=lambda c: 2 * (lorand_linear(c, c // 2)
+                              + lorand_linear(c // 2, c)),
+        lora_orig=lambda c: r * c + 3 * c * r)
+    per_block.update(adapter_orig=per_block['adapter'],
+                     adaptformer_orig=per_block['adaptformer'])
+    return sum(per_block[method](c) for c, _ in SWIN_B_BLOCKS)
+
+
+# What the official code trains on Swin-B, counted by running it: the
+# Leiyi-Hu/mona backbones and CoLin's Lorand class with stubbed mm imports
+# (README "Comparison methods"); the closed forms above must agree.
+OFFICIAL_SWIN_B = dict(adapter=3_107_328, adaptformer=1_553_664,
+                       lora=3_080_192, lorand=2_370_816)
+
+
+@pytest.mark.parametrize('method', COMPARISON)
+def test_closed_forms_are_the_official_codes_counts(method):
+    assert swin_b_count(method) == OFFICIAL_SWIN_B[method]
 
 
 def readme_comparison_rows():
@@ -153,31 +217,34 @@ def readme_comparison_rows():
     rows = {}
     for line in text.split('\n\n### ', 1)[0].splitlines():
         cells = [c.strip() for c in line.strip('|').split('|')]
-        if len(cells) == 5 and cells[1].replace(',', '').isdigit():
-            rows[cells[0]] = (int(cells[1].replace(',', '')), cells[2])
+        if len(cells) == 7 and cells[1].replace(',', '').isdigit():
+            rows[cells[0].strip('`')] = (int(cells[1].replace(',', '')),
+                                         cells[2])
     return rows
 
 
-README_NAMES = dict(adapter='Adapter', adaptformer='AdaptFormer', lora='LoRA',
-                    lorand='LoRand')
-
-
-@pytest.mark.parametrize('method', COMPARISON)
+@pytest.mark.parametrize('method', COMPARISON + VARIANTS)
 def test_readme_swin_b_counts_are_the_configs(method):
     """The README's numbers are those of the Swin-B config's backbone (what
-    tools/count_params.py prints in its adapters row), and of the adapters'
-    shapes."""
-    cfg = Config.fromfile(
-        osp.join(REPO_ROOT, f'configs/{method}/maskrcnn_swinb_coco.py'))
+    tools/count_params.py prints: its adapters row, plus the backbone
+    weights the policy trains) and of the official definitions."""
+    task = 'maskrcnn' if method in COMPARISON else 'fasterrcnn'
+    dataset = 'coco' if method in COMPARISON else 'voc'
+    cfg = Config.fromfile(osp.join(
+        REPO_ROOT, f'configs/{method}/{task}_swinb_{dataset}.py'))
     init_default_scope(cfg.default_scope)
-    backbone = importlib.import_module('mmdet.registry').MODELS.build(
+    model = nn.Module()
+    model.backbone = importlib.import_module('mmdet.registry').MODELS.build(
         cfg.model.backbone)
-    adapters = set(backbone.adapter_param_names())
-    params = dict(backbone.named_parameters())
-    trainable = sum(params[n].numel() for n in adapters)
+    adapters = set(model.backbone.adapter_param_names())
+    params = dict(model.backbone.named_parameters())
     pretrained = sum(p.numel() for n, p in params.items() if n not in adapters)
-    assert pretrained == 86_745_016
-    assert trainable == swin_b_count(method)
-    count, percent = readme_comparison_rows()[README_NAMES[method]]
+    assert pretrained == SWIN_B_PRETRAINED
+    assert sum(params[n].numel() for n in adapters) == swin_b_count(method)
+    trainable = sum(params[n].numel()
+                    for n in backbone_trainable(model, cfg))
+    assert trainable == swin_b_count(method) + (
+        SWIN_B_NORMS if method == 'adapter_orig' else 0)
+    count, percent = readme_comparison_rows()[method]
     assert count == trainable
     assert percent == f'{100 * trainable / pretrained:.2f}%'

@@ -84,7 +84,7 @@ def block_ref(norm1, attn, norm2, ffn, x, sublayer, placement, adapter):
             x = x + body(norm(x))
         elif placement == 'pre':
             x = x + body(A(norm(x)))
-        elif placement == 'series':
+        elif placement in ('series', 'after_drop_path'):  # same in eval
             x = x + A(body(norm(x)))
         elif placement == 'parallel':
             x = x + body(norm(x)) + bottleneck(adapter, x)
@@ -167,6 +167,7 @@ def test_weight_placement_is_the_stock_block_with_an_updated_weight(
 ZERO_INIT = {  # adapters whose official init is the identity
     'pre': dict(type='RepAdapter', hidden_dim=4, groups=2),
     'series': dict(type='RepAdapter', hidden_dim=4, groups=2),
+    'after_drop_path': dict(type='RepAdapter', hidden_dim=4, groups=2),
     'parallel': dict(type='RepAdapter', hidden_dim=4, groups=2),
     'post': dict(type='RepAdapter', hidden_dim=4, groups=2),
     'qkv': LORA, 'proj': LORA, 'fc1': LORA, 'fc2': LORA,

@@ -1,4 +1,4 @@
-# Houlsby adapter: Faster R-CNN, Pascal VOC 07+12,
+# Adapter: Faster R-CNN, Pascal VOC 07+12,
 # Swin-B (ImageNet-22k): the full fine-tuning baseline with the
 # adapter_swin method base.
 _base_ = [

@@ -1,4 +1,4 @@
-# Houlsby adapter: Faster R-CNN, Pascal VOC 07+12,
+# Adapter: Faster R-CNN, Pascal VOC 07+12,
 # ViT-B/16 (timm, ImageNet-21k -> 1k): the full fine-tuning baseline with the
 # adapter_vit method base.
 _base_ = [

@@ -1,4 +1,4 @@
-# Houlsby adapter: Mask R-CNN, COCO, 1x,
+# Adapter: Mask R-CNN, COCO, 1x,
 # Swin-B (ImageNet-22k): the full fine-tuning baseline with the
 # adapter_swin method base.
 _base_ = [

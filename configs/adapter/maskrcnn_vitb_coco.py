@@ -1,4 +1,4 @@
-# Houlsby adapter: Mask R-CNN, COCO, 1x,
+# Adapter: Mask R-CNN, COCO, 1x,
 # ViT-B/16 (timm, ImageNet-21k -> 1k): the full fine-tuning baseline with the
 # adapter_vit method base.
 _base_ = [

@@ -1,4 +1,4 @@
-# Houlsby adapter: Oriented R-CNN (le90), DOTA-v1.0, 1x,
+# Adapter: Oriented R-CNN (le90), DOTA-v1.0, 1x,
 # Swin-B (ImageNet-22k): the full fine-tuning baseline with the
 # adapter_swin method base.
 _base_ = [

@@ -1,4 +1,4 @@
-# Houlsby adapter: Oriented R-CNN (le90), DOTA-v1.0, 1x,
+# Adapter: Oriented R-CNN (le90), DOTA-v1.0, 1x,
 # ViT-B/16 (timm, ImageNet-21k -> 1k): the full fine-tuning baseline with the
 # adapter_vit method base.
 _base_ = [

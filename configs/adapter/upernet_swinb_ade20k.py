@@ -1,4 +1,4 @@
-# Houlsby adapter: UperNet, ADE20K, 512x512 crops, 160k iterations,
+# Adapter: UperNet, ADE20K, 512x512 crops, 160k iterations,
 # Swin-B (ImageNet-22k): the full fine-tuning baseline with the
 # adapter_swin method base.
 _base_ = [

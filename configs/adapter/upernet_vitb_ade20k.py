@@ -1,4 +1,4 @@
-# Houlsby adapter: UperNet, ADE20K, 512x512 crops, 160k iterations,
+# Adapter: UperNet, ADE20K, 512x512 crops, 160k iterations,
 # ViT-B/16 (timm, ImageNet-21k -> 1k): the full fine-tuning baseline with the
 # adapter_vit method base.
 _base_ = [

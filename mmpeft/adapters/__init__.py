@@ -4,6 +4,7 @@ from .base import (ADAPTERS, Adapter, WeightAdapter, build_adapter,
                    build_weight_adapter, check_token_map, iter_adapters,
                    register_adapter)
 from .adaptformer import AdaptFormer
+from .bottleneck import BottleneckAdapter
 from .houlsby import HoulsbyAdapter
 from .lora import LoRA
 from .lorand import LoRand
@@ -15,5 +16,5 @@ __all__ = [
     'ADAPTERS', 'Adapter', 'WeightAdapter', 'build_adapter',
     'build_weight_adapter', 'check_token_map', 'iter_adapters',
     'register_adapter', 'LoRA', 'Mona', 'RepAdapter', 'MiMiAdapter',
-    'HoulsbyAdapter', 'AdaptFormer', 'LoRand'
+    'HoulsbyAdapter', 'AdaptFormer', 'LoRand', 'BottleneckAdapter'
 ]

@@ -10,7 +10,10 @@ the official ``Adapter`` (ShoufaChen/AdaptFormer, ``models/adapter.py``):
 norm), ``down_proj``, ``up_proj``, ``scale``; the ``'lora'`` init is
 kaiming-uniform (a = sqrt(5)) ``down_proj`` and zero ``up_proj`` and biases,
 so the branch starts at zero. The official image runs use scale 0.1, no
-norm, dropout 0.1, bottleneck 64.
+norm, dropout 0.1, bottleneck 64: mmpeft's ``adaptformer_orig`` methods. The
+Mona paper's AdaptFormer baseline is another form (GELU, both projections
+trunc-normal(0.02)): :class:`~mmpeft.adapters.BottleneckAdapter` with scale
+0.1 at the same placement.
 """
 import math
 from typing import Optional, Sequence, Union
@@ -19,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Adapter, register_adapter
+from .base import (Adapter, check_dropout, check_positive, check_scale,
+                   register_adapter)
 
 
 @register_adapter
@@ -41,21 +45,26 @@ class AdaptFormer(Adapter):
                  scale: Union[float, str] = 0.1,
                  layernorm: str = 'none',
                  dropout: float = 0.1):
+        check_positive('in_dim', in_dim, 'AdaptFormer')
+        check_positive('hidden_dim', hidden_dim, 'AdaptFormer')
+        check_dropout(dropout, 'AdaptFormer')
         super().__init__()
         if layernorm not in ('none', 'in'):
             raise ValueError(
                 f"AdaptFormer: layernorm must be 'none' or 'in', got "
-                f'{layernorm!r}.')
+                f'{layernorm!r}; fix layernorm in adapter_cfg.')
         self.adapter_layer_norm_before = (nn.LayerNorm(in_dim)
                                           if layernorm == 'in' else None)
         if scale == 'learnable_scalar':
             self.scale = nn.Parameter(torch.ones(1))
-        elif isinstance(scale, (int, float)):
-            self.scale = float(scale)
-        else:
+        elif isinstance(scale, str):
             raise ValueError(
                 "AdaptFormer: scale must be a number (the official runs use "
-                f"0.1) or 'learnable_scalar', got {scale!r}.")
+                f"0.1) or 'learnable_scalar', got {scale!r}; fix scale in "
+                'adapter_cfg.')
+        else:
+            check_scale('scale', scale, 'AdaptFormer')
+            self.scale = float(scale)
         self.down_proj = nn.Linear(in_dim, hidden_dim)
         self.up_proj = nn.Linear(hidden_dim, in_dim)
         self.dropout = nn.Dropout(dropout)

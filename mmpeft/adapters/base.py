@@ -161,6 +161,26 @@ def check_positive(name: str, value, owner: str,
             'it).')
 
 
+def check_scale(name: str, value, owner: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0: a scale
+    of 0 switches the adapter off silently, a negative one flips it."""
+    if isinstance(value, bool) or not isinstance(
+            value, (int, float)) or not 0 < value < float('inf'):
+        raise ValueError(
+            f'{owner}: {name} scales what the adapter adds and must be a '
+            f'finite number > 0, got {value!r} (0 would switch the adapter '
+            f'off); fix {name} in adapter_cfg.')
+
+
+def check_flag(name: str, value, owner: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a bool (``'False'`` or 0
+    would read as the opposite or pass unnoticed)."""
+    if not isinstance(value, bool):
+        raise ValueError(
+            f'{owner}: {name} must be True or False, got {value!r}; fix '
+            f'{name} in adapter_cfg.')
+
+
 def check_dropout(value, owner: str, name: str = 'dropout') -> None:
     """Raise ``ValueError`` unless ``value`` is a drop probability in [0, 1)."""
     if isinstance(value, bool) or not isinstance(

@@ -1,9 +1,11 @@
 """Houlsby adapter (Houlsby et al., ICML 2019, arXiv 1902.00751): the
 bottleneck ``x + W2 gelu(W1 x + b1) + b2`` with a near-identity start.
 
-The Mona paper's "Adapter" baseline (arXiv 2408.08345) and MiMi put it on
-the output of each sublayer, before the residual add (the ``series``
-placement). Parameter names, layout ((in, out) matrices) and init follow the
+Houlsby's paper and MiMi put it on the output of each sublayer, before the
+residual add (the ``series`` placement); mmpeft's ``adapter_orig`` methods
+run it there. The Mona paper's "Adapter" baseline (arXiv 2408.08345) is the
+same bottleneck in another form (exact GELU, dropout, std 0.02):
+:class:`~mmpeft.adapters.BottleneckAdapter`. Parameter names, layout ((in, out) matrices) and init follow the
 official ``feedforward_adapter`` of google-research/adapter-bert:
 ``weights1`` / ``weights2`` truncated-normal with stddev ``init_scale`` =
 1e-3 (cut at two standard deviations, as TensorFlow's initializer),
@@ -15,15 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Adapter, register_adapter
+from .base import Adapter, check_positive, check_scale, register_adapter
 
 
 @register_adapter
 class HoulsbyAdapter(Adapter):
     """Args:
         in_dim: token width C.
-        hidden_dim: bottleneck width m (64: the official default and the
-            width of the Mona paper's adapter baselines).
+        hidden_dim: bottleneck width m (64: the official default).
         init_scale: stddev of the weights' truncated-normal init (1e-3).
     """
 
@@ -31,6 +32,9 @@ class HoulsbyAdapter(Adapter):
                  in_dim: int,
                  hidden_dim: int = 64,
                  init_scale: float = 1e-3):
+        check_positive('in_dim', in_dim, 'HoulsbyAdapter')
+        check_positive('hidden_dim', hidden_dim, 'HoulsbyAdapter')
+        check_scale('init_scale', init_scale, 'HoulsbyAdapter')
         super().__init__()
         self.init_scale = init_scale
         self.weights1 = nn.Parameter(torch.empty(in_dim, hidden_dim))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Adapter, check_positive, register_adapter
+from .base import Adapter, check_flag, check_positive, register_adapter
 
 
 @register_adapter
@@ -42,6 +42,7 @@ class MiMiAdapter(Adapter):
         # 0: every neuron pruned (a shrunk deploy adapter is the identity).
         check_positive('hidden_dim', hidden_dim, 'MiMiAdapter',
                        allow_zero=True)
+        check_flag('bias', bias, 'MiMiAdapter')
         super().__init__()
         self.in_dim = in_dim
         self.use_bias = bias

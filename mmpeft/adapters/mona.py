@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import (Adapter, check_dropout, check_positive, check_token_map,
-                   register_adapter)
+from .base import (Adapter, check_dropout, check_flag, check_positive,
+                   check_token_map, register_adapter)
 
 FusedKernels = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -95,6 +95,8 @@ class Mona(Adapter):
         check_positive('in_dim', in_dim, 'Mona')
         check_positive('inner_dim', inner_dim, 'Mona')
         check_dropout(dropout, 'Mona')
+        check_flag('fused', fused, 'Mona')
+        check_flag('deploy', deploy, 'Mona')
         super().__init__()
         self.fused = fused or deploy
         self.norm = nn.LayerNorm(in_dim)

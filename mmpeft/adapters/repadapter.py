@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Adapter, check_dropout, check_positive, register_adapter
+from .base import (Adapter, check_dropout, check_positive, check_scale,
+                   register_adapter)
 
 
 @register_adapter
@@ -35,6 +36,7 @@ class RepAdapter(Adapter):
                             ('groups', groups)):
             check_positive(name, value, 'RepAdapter')
         check_dropout(dropout, 'RepAdapter')
+        check_scale('scale', scale, 'RepAdapter')
         super().__init__()
         if hidden_dim % groups or in_dim % groups:
             raise ValueError(

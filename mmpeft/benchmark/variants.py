@@ -16,7 +16,9 @@ NormTuning, Partial-1) adds ``<name>``: the host's stock blocks with the
 policy's part of the backbone training (training only: its deploy model is
 the stock backbone, which ``full`` measures; Fixed is ``frozen``).
 
-So a method added to the table is benchmarked with no edit here. What is
+So a method added to the table is benchmarked with no edit here (a
+method's own-paper form, ``variant_of`` set, only when named: its cost is
+its default's). What is
 not derived: comparisons of one method's implementations
 (:data:`EXTRA_FORMS`) and the names earlier versions used
 (:data:`ALIASES`).
@@ -126,15 +128,18 @@ def method_variants(method: Method) -> Tuple[Variant, ...]:
         deploy = 'merged into the stock backbone (merge_adapters)'
     else:
         deploy = 'deploy form (merge_adapters)'
+    default = not method.variant_of  # own-paper forms: only when named
     variants = (
-        Variant(name, f'{name}: {_describe(method.backbone)}', method),
+        Variant(name, f'{name}: {_describe(method.backbone)}', method,
+                default=default),
         Variant(f'{name}_cp', f'{name}, checkpointed frozen blocks', method,
-                with_cp=True, infers=False),
+                with_cp=True, infers=False, default=default),
         Variant(f'{name}_adapter_cp', f'{name}, adapters recomputed in '
                 'backward (adapter_cp=True)', method, adapter_cp=True,
-                infers=False),
+                infers=False, default=default),
         Variant(f'{name}_deploy', f'{name}: {deploy}', method,
-                prepare=method.deploy or merge_adapters, trains=False),
+                prepare=method.deploy or merge_adapters, trains=False,
+                default=default),
     )
     return variants + tuple(
         Variant(f'{name}_{form.suffix}', f'{name}, {form.summary}', method,
@@ -164,7 +169,8 @@ def policy_variants(host: str) -> Tuple[Variant, ...]:
                 f'{", ".join(f"{k}={v}" for k, v in pm.policy.items())}',
                 Method(pm.name, host, dict(type=HOST_TYPES[host],
                                            adapters=dict()), pm.paper),
-                prepare=_ApplyPolicy(pm.policy), infers=False)
+                prepare=_ApplyPolicy(pm.policy), infers=False,
+                default=not pm.variant_of)
         for pm in POLICY_METHODS.values() if pm.host == host and pm.policy)
 
 

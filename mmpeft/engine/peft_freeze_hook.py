@@ -42,10 +42,14 @@ class FreezePolicy:
     holds ``'bias'``): every bias vector of the backbone trains too -- of
     linear, conv and norm layers and nn.MultiheadAttention's
     ``in_proj_bias``; a table like Swin's ``relative_position_bias_table``
-    is no bias vector and stays frozen. ``train_norms=True`` is NormTuning,
-    ``train_last_stage=True`` Partial-1 (the backbone's last stage and the
-    norm of its output: Swin's ``stages.3`` + ``norm3``, ViT's last layer +
-    ``ln1``); with no adapters and nothing else listed the policy is Fixed.
+    is no bias vector and stays frozen unless ``train_bias_tables=True``
+    (with both, the rule of the Mona paper's BitFit code: every parameter
+    whose name holds 'bias'). ``train_norms=True`` is NormTuning.
+    ``train_last_block=True`` is the Mona paper's Partial-1 (its code
+    trains ``layers.3.blocks.1``: the backbone's last block, no output
+    norm); ``train_last_stage=True`` the last stage with the norm of its
+    output (Swin's ``stages.3`` + ``norm3``, ViT's last layer + ``ln1``).
+    With no adapters and nothing else listed the policy is Fixed.
     """
     train_norms: bool = False  # backbone norms (adapters' own always train)
     train_patch_embed: bool = False  # backbone.patch_embed
@@ -53,12 +57,34 @@ class FreezePolicy:
     train_head: bool = True  # every top-level child named '*head'
     train_biases: bool = False  # every backbone '*.bias' / '*_bias'
     train_last_stage: bool = False  # backbone.last_stage_prefixes()
+    train_last_block: bool = False  # the last of backbone.blocks()
+    train_bias_tables: bool = False  # backbone '*bias*' that is no vector
 
 
 def is_bias(name: str) -> bool:
     """A bias vector: the parameter is called ``bias`` or ``*_bias``."""
     leaf = name.rsplit('.', 1)[-1]
     return leaf == 'bias' or leaf.endswith('_bias')
+
+
+def is_bias_table(name: str) -> bool:
+    """A parameter named for a bias that is no bias vector (Swin's
+    ``relative_position_bias_table``)."""
+    return 'bias' in name.rsplit('.', 1)[-1] and not is_bias(name)
+
+
+def last_block_names(model: nn.Module) -> tuple:
+    """``backbone.<prefix>`` of the backbone's last block (Partial-1)."""
+    backbone = getattr(model, 'backbone', None)
+    blocks = list(backbone.blocks()) if hasattr(backbone, 'blocks') else []
+    if not blocks:
+        raise FreezePolicyError(
+            f'train_last_block: the backbone ({type(backbone).__name__}) does '
+            'not list its blocks. Use an mmpeft host '
+            '(AdapterSwinTransformer, AdapterVisionTransformer; '
+            'adapters=dict() for none).')
+    return tuple(f'backbone.{name}.' for name, module in
+                 backbone.named_modules() if module is blocks[-1])
 
 
 def last_stage_names(model: nn.Module) -> tuple:
@@ -84,7 +110,9 @@ def policy_flags(model: nn.Module, policy: FreezePolicy) -> Dict[str, bool]:
         if isinstance(module, NORM_TYPES)
         for name, _ in module.named_parameters(recurse=False)
     }
-    last_stage = last_stage_names(model) if policy.train_last_stage else ()
+    last_part = ((last_stage_names(model) if policy.train_last_stage else
+                  ()) + (last_block_names(model) if policy.train_last_block
+                         else ()))
     flags = {}
     for name, _ in model.named_parameters():
         group = param_group(name, adapters)
@@ -95,7 +123,8 @@ def policy_flags(model: nn.Module, policy: FreezePolicy) -> Dict[str, bool]:
                       or (policy.train_patch_embed
                           and name.startswith('backbone.patch_embed.'))
                       or (policy.train_biases and is_bias(name))
-                      or name.startswith(last_stage))
+                      or (policy.train_bias_tables and is_bias_table(name))
+                      or name.startswith(last_part))
         elif group == NECK:
             trains = policy.train_neck
         elif group == HEAD:
@@ -151,9 +180,10 @@ class PEFTFreezeHook(Hook):
 
     Args:
         train_norms, train_patch_embed, train_neck, train_head,
-            train_biases, train_last_stage: the :class:`FreezePolicy`
-            (defaults: the official Mona policy; ``train_biases=True``:
-            RepAdapter's segmentation recipe and BitFit).
+            train_biases, train_last_stage, train_last_block,
+            train_bias_tables: the :class:`FreezePolicy` (defaults: the
+            official Mona policy; ``train_biases=True``: RepAdapter's
+            segmentation recipe and BitFit).
         out_file: the parameter table as JSON, relative to ``work_dir``.
 
     Under DDP the wrapper only synchronises the parameters that required grad
@@ -170,10 +200,13 @@ class PEFTFreezeHook(Hook):
                  train_head: bool = True,
                  train_biases: bool = False,
                  train_last_stage: bool = False,
+                 train_last_block: bool = False,
+                 train_bias_tables: bool = False,
                  out_file: str = 'peft_params.json'):
         self.policy = FreezePolicy(train_norms, train_patch_embed, train_neck,
                                    train_head, train_biases,
-                                   train_last_stage)
+                                   train_last_stage, train_last_block,
+                                   train_bias_tables)
         self.out_file = out_file
 
     def before_run(self, runner) -> None:

@@ -2,19 +2,25 @@
 
 A block (mmdet Swin block, mmseg ViT layer) has two sublayers, ``attn`` and
 ``ffn``, each computing ``x + drop_path(body(norm(x)))``. An adapter ``A``
-goes at one of four token placements of a sublayer, or on one of its linear
+goes at one of five token placements of a sublayer, or on one of its linear
 weights:
 
-==========  =================================================  ==============
-placement   the sublayer becomes                               used by
-==========  =================================================  ==============
-pre         ``x + drop_path(body(A(norm(x))))``                RepAdapter
-series      ``x + drop_path(A(body(norm(x))))``                MiMi, Houlsby
-parallel    ``x + drop_path(body(norm(x))) + A.delta(x)``      AdaptFormer
-post        ``A(x + drop_path(body(norm(x))))``                Mona
-qkv, proj   attention linears: ``W x + b + A(x)``              LoRA
-fc1, fc2    FFN linears: ``W x + b + A(x)``                    LoRA
-==========  =================================================  ==============
+===============  ===============================================  ===========
+placement        the sublayer becomes                             used by
+===============  ===============================================  ===========
+pre              ``x + drop_path(body(A(norm(x))))``              RepAdapter
+series           ``x + drop_path(A(body(norm(x))))``              MiMi, Adapter
+after_drop_path  ``x + A(drop_path(body(norm(x))))``              LoRand
+parallel         ``x + drop_path(body(norm(x))) + A.delta(x)``    AdaptFormer
+post             ``A(x + drop_path(body(norm(x))))``              Mona
+qkv, proj        attention linears: ``W x + b + A(x)``            LoRA
+fc1, fc2         FFN linears: ``W x + b + A(x)``                  LoRA
+===============  ===============================================  ===========
+
+``after_drop_path`` differs from ``series`` only in training with
+drop-path: a dropped sample's sublayer output is zero, and ``A(0)`` (not 0)
+is added, as the LoRand code of the Mona authors does
+(``x = self.lorand1(x) + identity`` after the attention's own drop-path).
 
 ``parallel`` reads the sublayer input ``x`` (before the norm) and adds
 outside drop-path, as the official AdaptFormer code does
@@ -57,7 +63,7 @@ def call_adapter(adapter: Callable, x: torch.Tensor, hw_shape,
 
 
 SUBLAYERS = ('attn', 'ffn')
-TOKEN_PLACEMENTS = ('pre', 'series', 'parallel', 'post')
+TOKEN_PLACEMENTS = ('pre', 'series', 'after_drop_path', 'parallel', 'post')
 WEIGHT_PLACEMENTS = {'attn': ('qkv', 'proj'), 'ffn': ('fc1', 'fc2')}
 # The linear a `pre` adapter feeds, per sublayer: where an affine one folds.
 FIRST_LINEAR = {'attn': 'qkv', 'ffn': 'fc1'}
@@ -274,8 +280,10 @@ class AdaptedBlock:
         their placements (see the module docstring)."""
         out = body(self._chain(self._slot(sublayer, 'pre'), norm(x),
                                hw_shape))
-        out = self._chain(self._slot(sublayer, 'series'), out, hw_shape)
-        y = x + drop_path(out)
+        out = drop_path(
+            self._chain(self._slot(sublayer, 'series'), out, hw_shape))
+        y = x + self._chain(self._slot(sublayer, 'after_drop_path'), out,
+                            hw_shape)
         recompute = self.adapter_cp and not self.with_cp
         for adapter in each(self._slot(sublayer, 'parallel')):
             y = y + call_adapter(adapter.delta, x, hw_shape, recompute)

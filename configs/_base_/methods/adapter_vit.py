@@ -1,11 +1,14 @@
-# Houlsby adapter (Houlsby et al., ICML 2019, arXiv 1902.00751)
+# Adapter, the Mona paper's baseline (arXiv 2408.08345) of Houlsby et al.
+# (ICML 2019, arXiv 1902.00751)
 # on mmseg's ViT-B/16: what every configs/adapter/*_vitb_* task config
 # adds to its full fine-tuning baseline.
 #
-# A bottleneck adapter (down 64, GELU, up, with biases; near-identity init)
-# on the output of the attention and of the FFN of every block, inside
-# drop-path, before the residual add (the `series` placement): the Mona
-# paper's "Adapter" baseline.
+# As the Mona paper's code runs it (Leiyi-Hu/mona, swin_transformer_adapter.py):
+# a bottleneck (Linear C -> 64, exact GELU, dropout 0.1, Linear 64 -> C;
+# trunc-normal(0.02) weights, zero biases: not the identity at init) on the
+# output of the attention and of the FFN of every block, inside drop-path,
+# before the residual add (the `series` placement). Houlsby's own form
+# (adapter-bert: tanh GELU, no dropout, std 1e-3): adapter_orig_vit.py.
 #
 # A task config is its baseline plus this file, and places the backbone:
 #   _base_ = ['../baselines/<task>.py',
@@ -31,7 +34,9 @@ adapter_pretrained = 'checkpoints/jx_vit_base_p16_224-80ecf9dd.pth'
 peft_backbone = dict(
     type='AdapterVisionTransformer',
     adapters=dict(
-        attn=dict(series=dict(type='HoulsbyAdapter', hidden_dim=64)),
-        ffn=dict(series=dict(type='HoulsbyAdapter', hidden_dim=64))),
+        attn=dict(series=dict(type='BottleneckAdapter', hidden_dim=64,
+                              scale=1.0, dropout=0.1)),
+        ffn=dict(series=dict(type='BottleneckAdapter', hidden_dim=64,
+                             scale=1.0, dropout=0.1))),
     convert_weights=True,
     init_cfg=dict(type='Pretrained', checkpoint=adapter_pretrained))

@@ -1,11 +1,15 @@
-# AdaptFormer (Chen et al., NeurIPS 2022, arXiv 2205.13535)
+# AdaptFormer, the Mona paper's baseline (arXiv 2408.08345) of Chen et al.
+# (NeurIPS 2022, arXiv 2205.13535)
 # on mmseg's ViT-B/16: what every configs/adaptformer/*_vitb_* task config
 # adds to its full fine-tuning baseline.
 #
-# A bottleneck branch (down 64, ReLU, dropout 0.1, up; zero-init up) parallel
-# to the FFN of every block, scaled by 0.1 and added to the FFN output (the
-# `parallel` placement, reading the sublayer input before its norm as the
-# official code does).
+# As the Mona paper's code runs it (Leiyi-Hu/mona,
+# swin_transformer_adaptformer.py): a bottleneck branch (Linear C -> 64, exact
+# GELU, dropout 0.1, Linear 64 -> C; both trunc-normal(0.02), zero biases: not
+# zero at init) parallel to the FFN of every block, scaled by 0.1 and added
+# beside it (the `parallel` placement: it reads the FFN input before norm2 and
+# adds outside drop-path). The official AdaptFormer form (ReLU, zero-init up):
+# adaptformer_orig_vit.py.
 #
 # A task config is its baseline plus this file, and places the backbone:
 #   _base_ = ['../baselines/<task>.py',
@@ -31,7 +35,6 @@ adaptformer_pretrained = 'checkpoints/jx_vit_base_p16_224-80ecf9dd.pth'
 peft_backbone = dict(
     type='AdapterVisionTransformer',
     adapters=dict(ffn=dict(parallel=dict(
-        type='AdaptFormer', hidden_dim=64, scale=0.1, layernorm='none',
-        dropout=0.1))),
+        type='BottleneckAdapter', hidden_dim=64, scale=0.1, dropout=0.1))),
     convert_weights=True,
     init_cfg=dict(type='Pretrained', checkpoint=adaptformer_pretrained))

@@ -1,10 +1,13 @@
-# BitFit (Zaken et al., ACL 2022, arXiv 2106.10199)
+# BitFit, the Mona paper's baseline (arXiv 2408.08345) of Zaken et al.
+# (ACL 2022, arXiv 2106.10199)
 # on mmseg's ViT: what every configs/bitfit/*_vitb_* task config
 # adds to its full fine-tuning baseline.
 #
-# Every bias vector of the backbone trains (linear, norm and patch-embedding
-# biases, nn.MultiheadAttention's in_proj_bias); weights and Swin's
-# relative-position tables stay frozen.
+# As the Mona paper's code freezes it (Leiyi-Hu/mona, swin_transformer_bitfit.py):
+# every backbone parameter whose name holds 'bias' trains: every bias vector
+# (linear, norm and patch-embedding biases, nn.MultiheadAttention's
+# in_proj_bias) and Swin's relative-position bias tables (ViT has none).
+# BitFit's own form, bias vectors only: bitfit_orig_vit.py.
 # No module is added: the host is built with adapters=dict() (its stock
 # blocks, every weight frozen) and the PEFTFreezeHook policy below unfreezes
 # what the method trains. Beside every checkpoint, AdapterMergeHook writes
@@ -36,7 +39,7 @@ peft_backbone = dict(
 # peft_hooks.py's list with this method's policy.
 custom_hooks = [
     dict(type='WorkDirLockHook'),
-    dict(type='PEFTFreezeHook', train_biases=True),
+    dict(type='PEFTFreezeHook', train_biases=True, train_bias_tables=True),
     dict(type='AdapterMergeHook'),
     dict(type='NaNGuardHook'),
 ]

@@ -1,10 +1,15 @@
-# LoRA (Hu et al., ICLR 2022, arXiv 2106.09685)
+# LoRA, the Mona paper's baseline (arXiv 2408.08345) of Hu et al. (ICLR 2022,
+# arXiv 2106.09685)
 # on mmseg's ViT-B/16: what every configs/lora/*_vitb_* task config
 # adds to its full fine-tuning baseline.
 #
-# A rank-64 update (scale alpha / r = 1) of the attention's fused qkv weight
-# in every block. Beside every checkpoint, AdapterMergeHook writes
-# `*_deploy.pth`: the updates added into qkv, a stock backbone state dict.
+# As the Mona paper's code runs it (Leiyi-Hu/mona, swin_transformer_lora.py:
+# qkv = MergedLinear(C, 3C, r=64, enable_lora=[True, False, True])): in every
+# block a rank-64 update of the q rows and another of the v rows of the fused
+# qkv weight, k untouched, scaled by loralib's lora_alpha / r = 1/64, no
+# dropout. Beside every checkpoint, AdapterMergeHook writes `*_deploy.pth`:
+# the updates added into qkv, a stock backbone state dict. One update of the
+# whole qkv with alpha = r: lora_orig_vit.py.
 # Other linears: add proj=... (attn) or fc1=... / fc2=... (ffn) next to qkv.
 #
 # A task config is its baseline plus this file, and places the backbone:
@@ -31,6 +36,7 @@ lora_pretrained = 'checkpoints/jx_vit_base_p16_224-80ecf9dd.pth'
 peft_backbone = dict(
     type='AdapterVisionTransformer',
     adapters=dict(
-        attn=dict(qkv=dict(type='LoRA', r=64, alpha=64, dropout=0.0))),
+        attn=dict(qkv=dict(type='LoRA', r=64, alpha=1, dropout=0.0,
+                           enable_lora=[True, False, True]))),
     convert_weights=True,
     init_cfg=dict(type='Pretrained', checkpoint=lora_pretrained))

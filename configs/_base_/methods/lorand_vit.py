@@ -2,11 +2,12 @@
 # on mmseg's ViT-B/16: what every configs/lorand/*_vitb_* task config
 # adds to its full fine-tuning baseline.
 #
-# A bottleneck adapter whose down / up projections are sums of 2 low-rank
-# products sharing an 8x8 kernel per branch (bottleneck 64, GELU), on the
-# output of the attention and of the FFN of every block, before the residual
-# add (`series`). No official code was found; see mmpeft/adapters/lorand.py
-# for where the maths and init come from. Its init is not the identity.
+# As the Mona paper's baseline runs it (the authors' DongshuoYin/CoLin,
+# swin_lorand.py): a bottleneck adapter (m = C/2, GELU) whose down and up
+# projections are each a sum of 4 low-rank branches A_i g_i B_i with their own
+# 8x8 kernels g_i, on the output of the attention and of the FFN of every
+# block after their drop-path, before the residual add (the `after_drop_path`
+# placement). Its init (kaiming-uniform factors) is not the identity.
 #
 # A task config is its baseline plus this file, and places the backbone:
 #   _base_ = ['../baselines/<task>.py',
@@ -32,9 +33,9 @@ lorand_pretrained = 'checkpoints/jx_vit_base_p16_224-80ecf9dd.pth'
 peft_backbone = dict(
     type='AdapterVisionTransformer',
     adapters=dict(
-        attn=dict(series=dict(type='LoRand', hidden_dim=64, num_branch=2,
-                              kernel_dim=8)),
-        ffn=dict(series=dict(type='LoRand', hidden_dim=64, num_branch=2,
-                             kernel_dim=8))),
+        attn=dict(after_drop_path=dict(type='LoRand', factor=2,
+                                       num_branch=4, kernel_dim=8)),
+        ffn=dict(after_drop_path=dict(type='LoRand', factor=2, num_branch=4,
+                                      kernel_dim=8))),
     convert_weights=True,
     init_cfg=dict(type='Pretrained', checkpoint=lorand_pretrained))

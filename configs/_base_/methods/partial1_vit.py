@@ -1,9 +1,13 @@
-# Partial-1
+# Partial-1, the Mona paper's baseline (arXiv 2408.08345)
 # on mmseg's ViT: what every configs/partial1/*_vitb_* task config
 # adds to its full fine-tuning baseline.
 #
-# The backbone's last stage trains with the norm of its output (Swin:
-# stages.3 + norm3; ViT: the last layer + ln1); the rest stays frozen.
+# As the Mona paper's code freezes it (Leiyi-Hu/mona,
+# swin_transformer_partial_1.py trains 'layers.3.blocks.1'): the backbone's
+# last block trains, without the output norm (Swin: stages.3.blocks.1; ViT:
+# the last layer, ln1 frozen, its natural counterpart: ViT has no stages, and
+# its last layer is the last block before the output norm); the rest stays
+# frozen. The whole last stage with its output norm: partial1_orig_vit.py.
 # No module is added: the host is built with adapters=dict() (its stock
 # blocks, every weight frozen) and the PEFTFreezeHook policy below unfreezes
 # what the method trains. Beside every checkpoint, AdapterMergeHook writes
@@ -35,7 +39,7 @@ peft_backbone = dict(
 # peft_hooks.py's list with this method's policy.
 custom_hooks = [
     dict(type='WorkDirLockHook'),
-    dict(type='PEFTFreezeHook', train_last_stage=True),
+    dict(type='PEFTFreezeHook', train_last_block=True),
     dict(type='AdapterMergeHook'),
     dict(type='NaNGuardHook'),
 ]

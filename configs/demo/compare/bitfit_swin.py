@@ -1,6 +1,7 @@
 # Demo table row, BitFit: ../swin_fasterrcnn_voc.py plus the BitFit method
-# base on the tiny Swin pretrained by step 1; the backbone's bias vectors,
-# the neck and the heads train.
+# base on the tiny Swin pretrained by step 1; the backbone's parameters named
+# 'bias' (bias vectors and relative-position bias tables), the neck and the
+# heads train.
 # `python tools/compare.py demo` trains it; `tools/train.py` runs it alone.
 _base_ = ['../swin_fasterrcnn_voc.py', '../../_base_/methods/bitfit_swin.py']
 model = dict(

@@ -1,0 +1,45 @@
+# BitFit (Zaken et al., ACL 2022, arXiv 2106.10199)
+# on mmseg's ViT: what configs/bitfit_orig/*_vitb_* task configs
+# add to their full fine-tuning baseline.
+# BitFit's own form (bias vectors); the comparison's default, the Mona
+# paper's BitFit baseline as its code runs it, is bitfit_vit.py.
+# On ViT the two train the same set: it has no bias tables.
+#
+# Every bias vector of the backbone trains (linear, norm and patch-embedding
+# biases, nn.MultiheadAttention's in_proj_bias); weights and Swin's
+# relative-position tables stay frozen.
+# No module is added: the host is built with adapters=dict() (its stock
+# blocks, every weight frozen) and the PEFTFreezeHook policy below unfreezes
+# what the method trains. Beside every checkpoint, AdapterMergeHook writes
+# `*_deploy.pth` (a stock backbone state dict) and `*_adapters.pth` (what
+# trained: that part of the backbone, the neck and the heads).
+#
+# A task config is its baseline plus this file, and places the backbone:
+#   _base_ = ['../baselines/<task>.py',
+#             '../_base_/methods/bitfit_orig_vit.py']
+#   model = dict(backbone=_base_.peft_backbone)
+# No optimizer change (the baseline's AdamW and schedule), so that the two
+# runs differ only in what trains. Definitions: mmpeft/methods.py (POLICIES).
+# No custom_imports here: the ViT detection baselines set it (a second base
+# may not), and the UperNet task configs, whose baseline is stock mmseg, add
+# it themselves.
+_base_ = ['../peft_hooks.py']
+
+# timm's ViT-B/16 (ImageNet-21k -> 1k) as released, read directly
+# (convert_weights=True maps its keys):
+#   wget -P checkpoints https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_base_p16_224-80ecf9dd.pth  # noqa
+bitfit_orig_pretrained = 'checkpoints/jx_vit_base_p16_224-80ecf9dd.pth'
+
+# Merged over the baseline's backbone (depths, widths, drop path kept).
+peft_backbone = dict(
+    type='AdapterVisionTransformer',
+    adapters=dict(),
+    convert_weights=True,
+    init_cfg=dict(type='Pretrained', checkpoint=bitfit_orig_pretrained))
+# peft_hooks.py's list with this method's policy.
+custom_hooks = [
+    dict(type='WorkDirLockHook'),
+    dict(type='PEFTFreezeHook', train_biases=True),
+    dict(type='AdapterMergeHook'),
+    dict(type='NaNGuardHook'),
+]

@@ -1,0 +1,8 @@
+# AdaptFormer (official form): Faster R-CNN, Pascal VOC 07+12,
+# Swin-B (ImageNet-22k): the full fine-tuning baseline with the
+# adaptformer_orig_swin method base.
+_base_ = [
+    '../baselines/fasterrcnn_swinb_voc.py',
+    '../_base_/methods/adaptformer_orig_swin.py'
+]
+model = dict(backbone=_base_.peft_backbone)

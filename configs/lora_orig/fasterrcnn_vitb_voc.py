@@ -1,0 +1,8 @@
+# LoRA (whole fused qkv, alpha = r): Faster R-CNN, Pascal VOC 07+12,
+# ViT-B/16 (timm, ImageNet-21k -> 1k): the full fine-tuning baseline with the
+# lora_orig_vit method base.
+_base_ = [
+    '../baselines/fasterrcnn_vitb_voc.py',
+    '../_base_/methods/lora_orig_vit.py'
+]
+model = dict(backbone=_base_.peft_backbone)
