@@ -1,9 +1,10 @@
 """Adapters: pure PyTorch modules; token adapters ``adapter(x, hw_shape) -> x``
 and weight adapters (updates of one linear layer)."""
-from .base import (ADAPTERS, Adapter, WeightAdapter, build_adapter,
-                   build_weight_adapter, check_token_map, iter_adapters,
-                   register_adapter)
+from .base import (ADAPTERS, Adapter, SideNetwork, WeightAdapter,
+                   build_adapter, build_weight_adapter, check_token_map,
+                   iter_adapters, register_adapter)
 from .adaptformer import AdaptFormer
+from .e3va import E3VAAdapter, E3VAHighway
 from .houlsby import HoulsbyAdapter
 from .lora import LoRA
 from .lorand import LoRand
@@ -15,5 +16,6 @@ __all__ = [
     'ADAPTERS', 'Adapter', 'WeightAdapter', 'build_adapter',
     'build_weight_adapter', 'check_token_map', 'iter_adapters',
     'register_adapter', 'LoRA', 'Mona', 'RepAdapter', 'MiMiAdapter',
-    'HoulsbyAdapter', 'AdaptFormer', 'LoRand'
+    'HoulsbyAdapter', 'AdaptFormer', 'LoRand', 'SideNetwork', 'E3VAAdapter',
+    'E3VAHighway'
 ]
