@@ -11,11 +11,11 @@ host changes resolution (Swin's patch merging) ``h`` goes through the
 backbone's own merging layer; at every output the highway joins the feature
 the neck reads through a trainable LayerNorm::
 
-    h    <- h + A_attn(a_l) + A_ffn(f_l)        for every block l (h starts at 0)
-    h    <- merge_s(h)                          after stage s (frozen, shared)
-    F_i  =  stock_i + LN_i(h_i)                 at every output i
+    h    <- h + A_attn(a_l) + A_ffn(f_l)    every block l (h starts at 0)
+    h    <- merge_s(h)                      after stage s (frozen, shared)
+    F_i  =  stock_i + LN_i(h_i)             at every output i
 
-    A(x) =  U_2 U_1 gelu(D_2 D_1 x + b_D) + b_U    (the dual low-rank adapter)
+    A(x) =  U_2 U_1 gelu(D_2 D_1 x + b_D) + b_U   (dual low-rank adapter)
     D_1: C -> k,  D_2: k -> m,  U_1: m -> k,  U_2: k -> C
 
 Gradients reach each adapter through additions and the merging layers only:
@@ -23,19 +23,22 @@ nothing back-propagates through a block, and the backbone keeps no
 activation for backward (only the adapters' inputs, which they need for
 their weight gradients).
 
-Sources, and what the paper leaves open (no official code was found):
+Sources, and what the paper leaves open. No official code was found; of
+the paper, its abstract and (through a public summary) the caption of its
+Fig. 2 and its list of contributions were read here, not the equations of
+its method section:
 
 * Highway parallel to the blocks, fed by the W-MSA / SW-MSA and MLP outputs;
   downsampling layers inherited from the backbone; joined to the FPN with a
-  trainable norm: the paper's Fig. 2 and its caption.
-* Parallel adapters on the highway rather than stacked ones (each reads the
-  backbone's activation, not the highway state), to shorten the backward
-  path: the paper, Sec. 3 (summarised in its contributions).
-* "Dual low-rank": a bottleneck adapter (low rank m) whose two projections
-  are each a product of two rank-k factors. The paper names the structure;
-  the factor shapes, m and k are ours: m = 64 (the inner width the same
-  authors use for Mona and the Mona paper's adapter baselines), k = 8 (the
-  kernel size mmpeft uses for their LoRand). GELU, as their adapters.
+  trainable norm: the Fig. 2 caption.
+* Parallel adapters on the highway rather than stacked ones, to shorten the
+  backward path: the contributions. Read here as: each adapter reads the
+  backbone's activation (not the highway state) and adds into the state.
+* "Dual low-rank" adapter: the contributions name the structure. Read here
+  as a bottleneck (width m) whose two projections are each a product of
+  two rank-k factors; m = 64 (the inner width the same authors use for Mona
+  and the Mona paper's adapter baselines), k = 8 (the kernel size mmpeft
+  uses for their LoRand) and GELU (as their adapters) are our choices.
 * Init: every factor as ``nn.Linear`` (kaiming-uniform, a = sqrt(5), biases
   uniform in +-1/sqrt(fan_in)), as the public LoRand port initialises every
   low-rank factor; the join's LayerNorm starts with scale 0 and bias 0, so a

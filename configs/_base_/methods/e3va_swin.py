@@ -8,7 +8,7 @@
 #   one the MLP output (paper Fig. 2: "intermediate activations from
 #   W/SA-MSA and MLP are sent to E3VA"); both add into the highway's own
 #   token state, carried from block to block (parallel adapters, not
-#   stacked: the paper's Sec. 3);
+#   stacked: the paper's list of contributions);
 # - after each stage the state goes through that stage's own patch merging,
 #   frozen and shared (Fig. 2: "downsampling layers ... inherited from the
 #   backbone model");
