@@ -59,6 +59,8 @@ from .base import (Adapter, SideNetwork, build_adapter, check_positive,
                    register_adapter)
 
 SUBLAYERS = ('attn', 'ffn')
+# The highway's adapter unless a config names another (m = 64, k = 8).
+E3VA_ADAPTER_CFG = dict(type='E3VAAdapter', hidden_dim=64, rank=8)
 
 
 @register_adapter
@@ -101,8 +103,8 @@ class E3VAHighway(SideNetwork):
         block_widths: the token width of every block, in forward order.
         output_widths: the width of every backbone output, in order.
         adapter_cfg: the adapter of every slot; any token-wise adapter
-            (its ``delta`` is used, without ``hw_shape``). Default: an
-            :class:`E3VAAdapter` with m = 64, k = 8.
+            (its ``delta`` is used, without ``hw_shape``). Default:
+            :data:`E3VA_ADAPTER_CFG`.
     """
 
     def __init__(self,
@@ -110,7 +112,7 @@ class E3VAHighway(SideNetwork):
                  output_widths: Sequence[int],
                  adapter_cfg: Optional[dict] = None):
         super().__init__()
-        adapter_cfg = adapter_cfg or dict(type='E3VAAdapter')
+        adapter_cfg = adapter_cfg or E3VA_ADAPTER_CFG
         self.blocks = nn.ModuleList(
             nn.ModuleDict({
                 sublayer: build_adapter(adapter_cfg, width)

@@ -14,7 +14,6 @@ from typing import Optional
 
 from mmengine.registry import MODELS
 
-from ..adapters.e3va import E3VAHighway
 from .side_network import SideNetworkHost
 from .swin import AdapterSwinTransformer
 
@@ -32,23 +31,19 @@ class E3VASwinTransformer(SideNetworkHost, AdapterSwinTransformer):
         **kwargs: the stock ``SwinTransformer`` arguments (``with_cp`` has
             nothing to recompute: the blocks build no graph).
     """
-    default_adapter_cfg = dict(type='E3VAAdapter', hidden_dim=64, rank=8)
 
     def __init__(self,
                  adapter_cfg: Optional[dict] = None,
                  adapter_cp: bool = False,
                  **kwargs):
         super().__init__(adapters={}, adapter_cp=adapter_cp, **kwargs)
-        self.adapter_cp = adapter_cp
-        self.adapter_cfg = dict(adapter_cfg or self.default_adapter_cfg)
-        outputs = sorted(set(self.out_indices))
-        self.highway = E3VAHighway(
-            [self.block_width(block) for block in self.blocks()],
-            [self.num_features[i] for i in outputs], self.adapter_cfg)
         # Block index -> stage, for the last block of every stage.
         ends = [len(stage.blocks) for stage in self.stages]
         self._stage_end = {sum(ends[:s + 1]) - 1: s for s in range(len(ends))}
-        self.freeze_pretrained()
+        self.attach_highway(
+            [self.block_width(block) for block in self.blocks()],
+            [self.num_features[i] for i in sorted(set(self.out_indices))],
+            adapter_cfg, adapter_cp)
 
     def sublayer_outputs(self):
         for block in self.blocks():
@@ -64,7 +59,3 @@ class E3VASwinTransformer(SideNetworkHost, AdapterSwinTransformer):
         if downsample is not None:
             hw_shape = block_args[1]
             run.transform(lambda h: downsample(h, hw_shape)[0])
-
-    def deploy_backbone_cfg(self) -> dict:
-        """Nothing merges: the deploy model keeps the highway as trained."""
-        return dict(adapter_cfg=dict(self.adapter_cfg))

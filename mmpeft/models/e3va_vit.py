@@ -13,7 +13,6 @@ from typing import Optional
 
 from mmengine.registry import MODELS
 
-from ..adapters.e3va import E3VAHighway
 from .side_network import SideNetworkHost
 from .vit import AdapterVisionTransformer
 
@@ -29,7 +28,6 @@ class E3VAViT(SideNetworkHost, AdapterVisionTransformer):
             (``output_cls_token`` is not supported: the highway joins the
             feature maps).
     """
-    default_adapter_cfg = dict(type='E3VAAdapter', hidden_dim=64, rank=8)
 
     def __init__(self,
                  adapter_cfg: Optional[dict] = None,
@@ -41,13 +39,10 @@ class E3VAViT(SideNetworkHost, AdapterVisionTransformer):
                 'no class token; set output_cls_token=False (or use '
                 'AdapterVisionTransformer).')
         super().__init__(adapters={}, adapter_cp=adapter_cp, **kwargs)
-        self.adapter_cp = adapter_cp
-        self.adapter_cfg = dict(adapter_cfg or self.default_adapter_cfg)
         width = self.block_width(self.layers[0])
-        self.highway = E3VAHighway(
-            [width] * len(self.layers), [width] * len(set(self.out_indices)),
-            self.adapter_cfg)
-        self.freeze_pretrained()
+        self.attach_highway([width] * len(self.layers),
+                            [width] * len(set(self.out_indices)), adapter_cfg,
+                            adapter_cp)
 
     def sublayer_outputs(self):
         for layer in self.layers:
@@ -56,7 +51,3 @@ class E3VAViT(SideNetworkHost, AdapterVisionTransformer):
     def end_of_block(self, index, block_args, run) -> None:
         if index in self.out_indices:
             run.keep()
-
-    def deploy_backbone_cfg(self) -> dict:
-        """Nothing merges: the deploy model keeps the highway as trained."""
-        return dict(adapter_cfg=dict(self.adapter_cfg))

@@ -19,21 +19,39 @@ HighwayRun`) and the network joins the features (``join``).
 """
 from contextlib import contextmanager
 from functools import partial
-from typing import Iterator, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ..adapters.e3va import HighwayRun
+from ..adapters.e3va import E3VA_ADAPTER_CFG, E3VAHighway, HighwayRun
 
 
 class SideNetworkHost:
     """Mix in before a PEFT backbone class: ``forward`` is the stock forward
     without a graph, with ``self.highway`` fed and joined.
 
-    Hosts set ``self.highway`` (an :class:`~mmpeft.adapters.e3va.E3VAHighway`)
-    and ``self.adapter_cp``, and define the two methods below.
+    Hosts call :meth:`attach_highway` at the end of ``__init__`` and define
+    the two methods below.
     """
+
+    def attach_highway(self, block_widths: Sequence[int],
+                       output_widths: Sequence[int],
+                       adapter_cfg: Optional[dict],
+                       adapter_cp: bool) -> None:
+        """Build ``self.highway`` (an :class:`~mmpeft.adapters.e3va.
+        E3VAHighway` with ``adapter_cfg``, default :data:`E3VA_ADAPTER_CFG`)
+        and freeze everything else. ``adapter_cfg`` is the checkpoint
+        metadata; ``adapter_cp`` recomputes each adapter in backward."""
+        self.adapter_cp = adapter_cp
+        self.adapter_cfg = dict(adapter_cfg or E3VA_ADAPTER_CFG)
+        self.highway = E3VAHighway(block_widths, output_widths,
+                                   self.adapter_cfg)
+        self.freeze_pretrained()
+
+    def deploy_backbone_cfg(self) -> dict:
+        """Nothing merges: the deploy model keeps the highway as trained."""
+        return dict(adapter_cfg=dict(self.adapter_cfg))
 
     def sublayer_outputs(self) -> Iterator[Tuple[nn.Module, nn.Module,
                                                  nn.Module]]:
