@@ -9,7 +9,7 @@
 #             format shapes (step 1), fine-tune Mona on its frozen backbone on
 #             the visibly different VOC-format set (step 2), evaluate the merged
 #             deploy checkpoint and the adapter-only checkpoint on step 1's model
-# make compare-demo: the comparison table on the demo task, all twelve methods
+# make compare-demo: the comparison table on the demo task, all thirteen methods
 #             (tools/compare.py demo; two single-threaded runs at a time)
 PY := .venv/bin/python
 # Step 1 trains into its default work dir, where step 2's config loads the

@@ -148,6 +148,16 @@ METHODS: Dict[str, Method] = {
                paper='Marouf et al., WACV 2024, arXiv 2311.03873',
                config_base='configs/_base_/methods/mimi.py',
                deploy=prune_and_shrink_mimi),
+        # A highway of dual low-rank adapters beside the frozen backbone,
+        # which runs without a graph; nothing merges (a side network).
+        # m = 64, k = 8 are our choice (mmpeft/adapters/e3va.py).
+        *(Method(f'e3va_{host}', host,
+                 dict(type=backbone, adapter_cfg=dict(
+                     type='E3VAAdapter', hidden_dim=64, rank=8)),
+                 paper='Yin et al., ACM MM 2023, arXiv 2306.09729',
+                 config_base=f'configs/_base_/methods/e3va_{host}.py')
+          for host, backbone in (('swin', 'E3VASwinTransformer'),
+                                 ('vit', 'E3VAViT'))),
         *(Method(f'{name}_{host}', host,
                  dict(type=HOST_TYPES[host], adapters=adapters),
                  paper=paper, merges=merges,

@@ -43,10 +43,10 @@ def test_method_key_per_host():
     assert names == set(cmp.LABELS)
 
 
-def test_demo_plan_has_all_twelve_and_both_full_rows():
+def test_demo_plan_has_all_thirteen_and_both_full_rows():
     plan = cmp.demo_plan(['all'])
     keys = [row.key for row in plan.rows]
-    assert len(plan.rows) == 13  # twelve methods + Full on the ViT host
+    assert len(plan.rows) == 14  # thirteen methods + Full on the ViT host
     assert {'full_swin', 'full_vit', 'repadapter', 'mona', 'mimi'} <= set(
         keys)
     assert {row.host for row in plan.rows if row.key != 'repadapter'

@@ -7,7 +7,7 @@ PNG of the metric against trainable parameters) lands in the work dir.
 A re-run skips every method whose results exist and resumes an interrupted
 training from its last checkpoint. Examples::
 
-    # the CPU transfer demo, all twelve methods (`make compare-demo`)
+    # the CPU transfer demo, all thirteen methods (`make compare-demo`)
     OMP_NUM_THREADS=1 python tools/compare.py demo --jobs 2
     # a real task on 8 GPUs: the shipped configs/<method>/<task>.py
     python tools/compare.py configs/baselines/fasterrcnn_swinb_voc.py \\

@@ -10,6 +10,11 @@ Two kinds of adapter, told apart by where a host can put them:
   ``y = W x + b + adapter(x)`` with ``adapter(x) == x @ delta_weight().T`` in
   eval mode (LoRA); it merges by adding ``delta_weight()`` into ``W``.
 
+A :class:`SideNetwork` is neither: a trainable network beside a frozen
+backbone (E3VA's highway) that reads the backbone's activations and changes
+only the features it returns. It counts as an adapter (it trains, it is in
+the adapter-only checkpoint) but sits in no block.
+
 Adapters own their maths, their official initialisation
 (``reset_parameters``) and what their maths allows at deploy time: an affine
 :class:`Adapter` says so with ``as_affine`` (the host folds it into the next
@@ -79,6 +84,17 @@ class WeightAdapter(nn.Module):
         raise NotImplementedError
 
 
+class SideNetwork(nn.Module):
+    """A trainable network beside a frozen backbone: it reads activations
+    the backbone computed without a graph and adds to the features the
+    backbone returns; nothing of it feeds back into the backbone. Its host
+    drives it (:mod:`mmpeft.models.side_network`)."""
+
+    def reset_parameters(self) -> None:
+        """Its initialisation (used when a checkpoint does not provide it)."""
+        raise NotImplementedError
+
+
 def register_adapter(cls: AdapterClass) -> AdapterClass:
     """Class decorator: make ``cls`` buildable as ``dict(type=cls.__name__)``."""
     if not issubclass(cls, (Adapter, WeightAdapter)):
@@ -141,10 +157,10 @@ def check_token_map(x: torch.Tensor, hw_shape: Sequence[int]) -> None:
 
 
 def iter_adapters(module: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
-    """Yield ``(name, adapter)`` for every adapter (token or weight) in
-    ``module``."""
+    """Yield ``(name, adapter)`` for every adapter (token, weight or side
+    network) in ``module``."""
     for name, child in module.named_modules():
-        if isinstance(child, (Adapter, WeightAdapter)):
+        if isinstance(child, (Adapter, WeightAdapter, SideNetwork)):
             yield name, child
 
 

@@ -78,6 +78,9 @@ SWIN = Family(
     stock_path='mmdet.models.backbones:SwinTransformer',
     kin_paths=('mmseg.models.backbones:SwinTransformer', ),
     targets=(
+        Target('E3VA training step time', 'e3va_swin', 'train_ms', 0.50),
+        Target('E3VA training peak memory', 'e3va_swin', 'train_peak_mib',
+               0.35),
         Target('Mona training peak memory, checkpointed', 'mona_cp',
                'train_peak_mib', 0.60),
         Target('Mona training peak memory, adapters recomputed',
@@ -96,6 +99,9 @@ VIT = Family(
     stock_path='mmseg.models.backbones:VisionTransformer',
     fixed_img_size=True,
     targets=(
+        Target('E3VA training step time', 'e3va_vit', 'train_ms', 0.50),
+        Target('E3VA training peak memory', 'e3va_vit', 'train_peak_mib',
+               0.35),
         Target('RepAdapter merged latency / stock', 'repadapter_deploy',
                'infer_ms', 1.02),
     ))

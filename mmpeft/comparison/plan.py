@@ -18,7 +18,7 @@ LABELS = {
     'normtuning': 'NormTuning', 'partial1': 'Partial-1',
     'adapter': 'Adapter', 'lora': 'LoRA', 'adaptformer': 'AdaptFormer',
     'lorand': 'LoRand', 'mona': 'Mona', 'repadapter': 'RepAdapter',
-    'mimi': 'MiMi'
+    'mimi': 'MiMi', 'e3va': 'E3VA'
 }
 ALL_METHODS = tuple(LABELS)
 

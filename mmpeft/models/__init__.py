@@ -20,6 +20,10 @@ OPTIONAL = [
                    ('MiMiSwin', )),
     OptionalModule('mmpeft.models.vit', ('mmseg', ), 'MODELS',
                    ('AdapterVisionTransformer', 'RepAdapterViT')),
+    OptionalModule('mmpeft.models.e3va_swin', ('mmdet', ), 'MODELS',
+                   ('E3VASwinTransformer', )),
+    OptionalModule('mmpeft.models.e3va_vit', ('mmseg', ), 'MODELS',
+                   ('E3VAViT', )),
 ]
 globals().update(import_optional(OPTIONAL))
 
