@@ -220,5 +220,5 @@ def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor,
     agree to rounding, and rounding depends on the kernels the CPU picks
     (AMD and Intel differ), so never compare them bitwise. The absolute
     tolerance is ``scale`` times the largest expected value."""
-    torch.testing.assert_close(actual, expected, rtol=rtol,
-                               atol=scale * expected.detach().abs().max().item())
+    atol = scale * expected.detach().abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
