@@ -15,6 +15,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from helpers import load_tool
+from mmpeft.engine.checkpoint_io import CorruptCheckpointError
 from mmpeft.engine.export import build_from_config, deploy_model
 from peft_tiny import mona_seg_cfg
 from test_reliability_support import assert_same_tensors, load_checkpoint
@@ -230,14 +231,24 @@ def test_merge_checks_the_files_on_disk(trained, tmp_path, monkeypatch):
         saved['state_dict'][key] = saved['state_dict'][key] + 1
         torch.save(saved, out)
 
-    with pytest.raises(SystemExit, match='read back differs'):
+    with pytest.raises(CorruptCheckpointError,
+                       match='corrupt since it was written'):  # its SHA-256
         merge(config, ckpt, out, monkeypatch=monkeypatch,
               corrupt=change_a_tensor)
+
+    def change_a_tensor_and_drop_its_digest(out, config):
+        change_a_tensor(out, config)
+        os.remove(f'{out}.sha256')
+
+    with pytest.raises(SystemExit, match='read back differs'):
+        merge(config, ckpt, out, monkeypatch=monkeypatch,
+              corrupt=change_a_tensor_and_drop_its_digest)
 
     def drop_a_tensor(out, _):
         saved = torch.load(out)
         saved['state_dict'].pop(sorted(saved['state_dict'])[0])
         torch.save(saved, out)
+        os.remove(f'{out}.sha256')
 
     with pytest.raises(SystemExit, match='does not load strictly'):
         merge(config, ckpt, out, monkeypatch=monkeypatch,
@@ -250,7 +261,8 @@ def test_merge_checks_the_files_on_disk(trained, tmp_path, monkeypatch):
         merge(config, ckpt, out, monkeypatch=monkeypatch,
               corrupt=training_config_instead)
 
-    # Untouched, the same files pass, and the adapter file is checked too.
+    # Untouched, the same files pass, and the adapter file is checked too
+    # (--force: deploy.py is the training config the last case put there).
     merge(config, ckpt, out, '--adapters', tmp_path / 'adapters.pth',
-          monkeypatch=monkeypatch)
+          '--force', monkeypatch=monkeypatch)
     assert_same_tensors(state(out), state(work_dir / 'iter_2_deploy.pth'))
