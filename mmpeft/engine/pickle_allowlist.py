@@ -43,10 +43,12 @@ class _StandIn:
     take no constructor arguments (a file may call the allowed names with
     any), and pickle's NEWOBJ skips ``__init__``: defaults are class-level."""
 
+    pickled_as = None  # the global name files use for it, if any
+
     def __init__(self, *args, **kwargs):
         if args or kwargs:
-            raise RefusedState(f'{type(self).__name__} called with '
-                               f'{_short(args)}')
+            name = self.pickled_as or type(self).__name__
+            raise RefusedState(f'{name} called with {_short(args)}')
 
     def __setstate__(self, state) -> None:
         raise RefusedState(f'state given to a {type(self).__name__}')
@@ -55,6 +57,7 @@ class _StandIn:
 class NdarrayName(_StandIn):
     """What the name ``numpy.ndarray`` means in a file: a tag for
     ``_reconstruct``, not the class (whose constructor allocates any size)."""
+    pickled_as = 'numpy.ndarray'
 
 
 class NumpyDtype(_StandIn):
@@ -116,6 +119,7 @@ class StatisticRef(_StandIn):
 
 class HistoryBufferRecord(_StandIn):
     """What the name ``HistoryBuffer`` builds: its state, checked."""
+    pickled_as = 'HistoryBuffer'
     state = None
 
     def __setstate__(self, state) -> None:
