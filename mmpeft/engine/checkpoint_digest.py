@@ -6,8 +6,8 @@ disk before the checkpoint takes its final name. A file whose bytes no
 longer match (a flipped bit on disk or in a copy, an edit) is refused when
 loaded, naming it; a checkpoint without the file (older ones, other tools')
 loads unchecked. The digest is replaced together with its checkpoint: the old
-one is removed first, so a save killed in between leaves a checkpoint without
-a digest, never a checkpoint with a wrong one.
+one is moved aside first, so a save killed in between leaves a checkpoint
+without a digest, never a checkpoint with a wrong one.
 """
 import hashlib
 import os
@@ -34,23 +34,36 @@ def file_sha256(path: str) -> str:
 
 def replace_with_digest(tmp: str, path: str) -> None:
     """``os.replace(tmp, path)`` (``tmp`` complete and synced), with
-    ``path.sha256`` recorded from ``tmp``'s bytes."""
+    ``path.sha256`` recorded from ``tmp``'s bytes. The old record is moved
+    aside first (and back if the replace fails): a kill at any point leaves
+    either no record or the right one."""
     directory, name = osp.split(osp.abspath(path))
-    line = f'{file_sha256(tmp)}  {name}\n'
-    digest_tmp = osp.join(directory,
-                          f'.{name}{SUFFIX}.{uuid.uuid4().hex[:8]}.tmp')
+    record = digest_path(path)
+    new = _temp_name(directory, name)
+    aside = _temp_name(directory, name) if osp.exists(record) else None
     try:
-        with open(digest_tmp, 'x') as f:
-            f.write(line)
+        with open(new, 'x') as f:
+            f.write(f'{file_sha256(tmp)}  {name}\n')
             f.flush()
             os.fsync(f.fileno())
-        if osp.exists(digest_path(path)):
-            os.remove(digest_path(path))
-        os.replace(tmp, path)
-        os.replace(digest_tmp, digest_path(path))
+        if aside:
+            os.replace(record, aside)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if aside:
+                os.replace(aside, record)
+            raise
+        os.replace(new, record)
     finally:
-        if osp.exists(digest_tmp):
-            os.remove(digest_tmp)
+        for leftover in (new, aside):
+            if leftover and osp.exists(leftover):
+                os.remove(leftover)
+
+
+def _temp_name(directory: str, name: str) -> str:
+    """A name WorkDirLockHook cleans up if a kill leaves it behind."""
+    return osp.join(directory, f'.{name}{SUFFIX}.{uuid.uuid4().hex[:8]}.tmp')
 
 
 def recorded_sha256(path: str) -> Optional[str]:
