@@ -47,9 +47,6 @@ def _atomic_local_checkpoint_save() -> None:
     from mmengine.fileio import LocalBackend, get_file_backend
     from mmengine.runner import checkpoint as checkpoint_module
 
-    from mmpeft.engine.checkpoint_digest import (remove_orphan_digests,
-                                                 replace_with_digest)
-
     original = checkpoint_module.save_checkpoint
     if getattr(original, 'mmpeft_atomic', False):
         return
@@ -64,6 +61,8 @@ def _atomic_local_checkpoint_save() -> None:
                     LocalBackend):
             return original(checkpoint, filename, file_client_args,
                             backend_args)
+        from mmpeft.engine.checkpoint_digest import (remove_orphan_digests,
+                                                     replace_with_digest)
         directory, name = osp.split(osp.abspath(filename))
         os.makedirs(directory, exist_ok=True)
         tmp = osp.join(directory,

@@ -135,12 +135,19 @@ def test_allow_nonfinite_loads_with_a_warning(flipped, toy_run):
     build_runner(cfg).test()  # what --allow-nonfinite lets through
 
 
-def test_memory_error_is_named_as_such(tmp_path):
-    """A file whose unpickling asks for 1 PiB: not 'truncated'."""
+@pytest.mark.parametrize('content,cause', [
+    (Reduce(bytearray, (2**50, )), 'needs more memory than this machine has'),
+    (Reduce(torch._utils._rebuild_tensor_v2,
+            (torch.ones(2).untyped_storage(), 0, (2**40, ), (1, ), False,
+             {})), 'contents do not rebuild'),
+], ids=['memory_error', 'tensor_of_2_40_elements'])
+def test_impossible_sizes_are_not_called_truncated(content, cause, tmp_path):
+    """A complete archive asking for 1 PiB, or a tensor of 2^40 elements
+    over 8 bytes of data: named as what it is."""
     path = str(tmp_path / 'huge.pth')
-    torch.save(dict(meta=dict(note=Reduce(bytearray, (2**50, )))), path)
+    torch.save(dict(meta=dict(note=content)), path)
     with pytest.raises(CheckpointReadError) as error:
         load_file(path)
     message = str(error.value)
-    assert 'needs more memory than this machine has' in message
-    assert 'truncated' not in message and repr(path) in message
+    assert cause in message and repr(path) in message
+    assert 'truncated' not in message

@@ -268,7 +268,8 @@ def test_tools_take_allow_pickle(tool, monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', [f'{tool}.py', '--help'])
     with pytest.raises(SystemExit):
         load_tool(tool).main()
-    assert '--allow-pickle' in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert '--allow-pickle' in help_text and '--allow-nonfinite' in help_text
 
 
 # ---------------------------------- our own checkpoints need no opt-in
