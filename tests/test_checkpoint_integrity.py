@@ -18,8 +18,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import MODELS
 from mmengine.runner import CheckpointLoader
 
-from checkpoint_support import (Reduce, assert_error_shown, flip_bytes_of,
-                                toy_config)
+from checkpoint_support import Reduce, assert_error_shown, flip_bytes_of
 from mmpeft.engine import check_resumable_file
 from mmpeft.engine.checkpoint_digest import file_sha256, recorded_sha256
 from mmpeft.engine.checkpoint_io import (ALLOW_NONFINITE_KEY,
@@ -29,21 +28,10 @@ from mmpeft.engine.checkpoint_io import (ALLOW_NONFINITE_KEY,
                                          set_opt_in)
 from mmpeft.engine.export import read_adapter_checkpoint, save_atomic
 from mmpeft.engine.runner import build_runner
+from test_checkpoint_errors import toy_run  # noqa: F401  a pytest fixture
 from test_reliability_support import TINY_SWIN, run_tool
 
 NAN = "state_dict.linear.weight (2 NaN, 0 inf of 4)"
-
-
-@pytest.fixture(scope='module')
-def toy_run(tmp_path_factory):
-    """The toy config trained for 2 iterations, with its SHA-256 files."""
-    directory = tmp_path_factory.mktemp('toy')
-    work_dir = str(directory / 'work')
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(directory))
-        config = toy_config(str(directory), work_dir)
-        build_runner(Config.fromfile(config)).train()
-        yield str(directory), config, work_dir
 
 
 @pytest.fixture
@@ -118,7 +106,7 @@ def test_nonfinite_weights_are_refused_on_every_load_path(
 
 def test_test_tool_refuses_nonfinite_weights_with_the_message_last(
         flipped, toy_run):
-    directory, config, _ = toy_run
+    directory, config, _, _ = toy_run
     _, path = flipped
     proc = run_tool([sys.executable, 'tools/test.py', config, path],
                     pythonpath=[directory])

@@ -132,29 +132,36 @@ class _OptInAction(argparse.Action):
         set_opt_in(self.const)
 
 
-def add_allow_pickle_argument(parser: argparse.ArgumentParser) -> None:
-    """``--allow-pickle`` on a tool: parsing it turns the opt-in on."""
-    parser.add_argument(
+_OPT_IN_FLAGS = {
+    ALLOW_PICKLE_KEY: (
         '--allow-pickle',
-        action=_OptInAction,
-        const=ALLOW_PICKLE_KEY,
-        help='load checkpoints that weights_only=True refuses (legacy full '
+        'load checkpoints that weights_only=True refuses (legacy full '
         'pickles: official Mona / mmcv 1.x files, files holding Python '
         'objects) as full pickles. Unpickling can run arbitrary code: only '
-        'for files you trust. Config equivalent: mmpeft_allow_pickle = True '
-        '(never copied into the configs a run writes)')
+        'for files you trust.'),
+    ALLOW_NONFINITE_KEY: (
+        '--allow-nonfinite',
+        'load checkpoints holding NaN / inf values (a warning names the '
+        'tensors); by default that is an error, the weights are corrupt. For '
+        'models that store inf on purpose.'),
+}
+
+
+def add_opt_in_argument(parser: argparse.ArgumentParser, key: str) -> None:
+    """The flag of opt-in ``key`` on a tool: parsing it turns it on."""
+    flag, help_text = _OPT_IN_FLAGS[key]
+    parser.add_argument(
+        flag, action=_OptInAction, const=key,
+        help=f'{help_text} Config equivalent: {key} = True (for that run '
+        'only: never copied into the configs it writes)')
+
+
+def add_allow_pickle_argument(parser: argparse.ArgumentParser) -> None:
+    add_opt_in_argument(parser, ALLOW_PICKLE_KEY)
 
 
 def add_allow_nonfinite_argument(parser: argparse.ArgumentParser) -> None:
-    """``--allow-nonfinite`` on a tool: parsing it turns the opt-out on."""
-    parser.add_argument(
-        '--allow-nonfinite',
-        action=_OptInAction,
-        const=ALLOW_NONFINITE_KEY,
-        help='load checkpoints holding NaN / inf values (a warning names the '
-        'tensors); by default that is an error, the weights are corrupt. For '
-        'models that store inf on purpose. Config equivalent: '
-        'mmpeft_allow_nonfinite = True')
+    add_opt_in_argument(parser, ALLOW_NONFINITE_KEY)
 
 
 # --------------------------------------------------------------------------
