@@ -37,8 +37,8 @@ def _atomic_local_checkpoint_save() -> None:
     is atomic): the final name always holds a complete checkpoint, the old one
     until the new one is complete. Beside it goes its SHA-256
     (:mod:`mmpeft.engine.checkpoint_digest`, checked on load), and the digests
-    of checkpoints mmengine removed (``max_keep_ckpts``) go. Other backends (``pavi://``, object
-    stores, ``backend_args``) keep mmengine's own path. ``mmengine.runner``
+    of checkpoints mmengine removed (``max_keep_ckpts``) go. Other backends
+    (``pavi://``, object stores, ``backend_args``) keep mmengine's own path. ``mmengine.runner``
     and ``mmengine.runner.runner`` import ``save_checkpoint`` by name, so every
     loaded mmengine module holding the original is rebound too (modules that
     import it later get the wrapper from ``mmengine.runner.checkpoint``).

@@ -270,7 +270,8 @@ def check_digest(path: str) -> None:
             f'no longer match the SHA-256 recorded beside it ({path}.sha256) '
             'when it was saved (a disk or copy error). Use another checkpoint '
             '(e.g. the previous iter_*.pth), or copy it again from a good '
-            f'source. If you changed the file on purpose, delete {path}.sha256.')
+            'source. If you changed the file on purpose, delete '
+            f'{path}.sha256.')
 
 
 def nonfinite_tensors(obj, prefix: str = '') -> List[str]:

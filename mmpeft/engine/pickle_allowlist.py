@@ -143,7 +143,8 @@ class HistoryBufferRecord(_StandIn):
             raise RefusedState('HistoryBuffer histories of different lengths')
         max_length = state.get('max_length', 1000000)
         if type(max_length) is not int or max_length < 1:
-            raise RefusedState(f'HistoryBuffer max_length {_short(max_length)}')
+            raise RefusedState(
+                f'HistoryBuffer max_length {_short(max_length)}')
         methods = state.get('statistics_methods', {})
         if not isinstance(methods, dict):
             raise RefusedState('HistoryBuffer statistics_methods of type '
