@@ -35,8 +35,10 @@ def _atomic_local_checkpoint_save() -> None:
     Wrap it so that local files are written to a temporary file in the same
     directory, flushed to disk and renamed over the final name (``os.replace``
     is atomic): the final name always holds a complete checkpoint, the old one
-    until the new one is complete. Other backends (``pavi://``, object
-    stores, ``backend_args``) keep mmengine's own path. ``mmengine.runner``
+    until the new one is complete. Beside it goes its SHA-256
+    (:mod:`mmpeft.engine.checkpoint_digest`, checked on load), and the digests
+    of checkpoints mmengine removed (``max_keep_ckpts``) go. Other backends
+    (``pavi://``, object stores, ``backend_args``) keep mmengine's own path. ``mmengine.runner``
     and ``mmengine.runner.runner`` import ``save_checkpoint`` by name, so every
     loaded mmengine module holding the original is rebound too (modules that
     import it later get the wrapper from ``mmengine.runner.checkpoint``).
@@ -59,6 +61,8 @@ def _atomic_local_checkpoint_save() -> None:
                     LocalBackend):
             return original(checkpoint, filename, file_client_args,
                             backend_args)
+        from mmpeft.engine.checkpoint_digest import (remove_orphan_digests,
+                                                     replace_with_digest)
         directory, name = osp.split(osp.abspath(filename))
         os.makedirs(directory, exist_ok=True)
         tmp = osp.join(directory,
@@ -68,7 +72,8 @@ def _atomic_local_checkpoint_save() -> None:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, filename)
+            replace_with_digest(tmp, filename)
+            remove_orphan_digests(directory)
         except BaseException:
             if osp.exists(tmp):
                 os.remove(tmp)

@@ -2,10 +2,14 @@
 tests here): a toy model / dataset / metric importable by config, so that
 tools/train.py and tools/test.py run in seconds (in process or as
 subprocesses), and the files the tests feed them."""
+import copyreg
 import os
 import os.path as osp
+import struct
 import textwrap
+import zipfile
 
+import numpy as np
 import torch
 
 from test_reliability_support import write_module
@@ -125,3 +129,89 @@ def corrupt_copies(good: str, directory: str) -> dict:
         with open(paths[name], 'wb') as f:
             f.write(content)
     return paths
+
+
+# ----------------------------------------------------------- crafted files
+PLAIN_DTYPE_STATE = (3, '<', None, None, None, -1, -1, 0)  # numpy's, 'f8'
+
+
+class Reduce:
+    """Pickles as ``func(*args)``, then ``BUILD state`` if given: what a
+    crafted file can ask of any name the allow-list admits."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) + (
+            () if self.state is None else (self.state, ))
+
+
+class NewObj:
+    """Pickles as ``cls.__new__(cls)`` + ``BUILD state``, the way pickle
+    saves a HistoryBuffer, with any state."""
+
+    def __init__(self, cls, state):
+        self.cls, self.state = cls, state
+
+    def __reduce__(self):
+        return (copyreg.__newobj__, (self.cls, ), self.state)
+
+    @property
+    def __class__(self):  # pickle checks NEWOBJ's class against it
+        return self.cls
+
+
+def numpy_array(shape, code, raw, dtype_state=PLAIN_DTYPE_STATE) -> Reduce:
+    """A numpy array pickled as numpy does, every field chosen
+    (``dtype_state=None``: the dtype's BUILD left out)."""
+    from numpy.core.multiarray import _reconstruct
+    dtype = Reduce(np.dtype, (code, False, True), dtype_state)
+    return Reduce(_reconstruct, (np.ndarray, (0, ), b'b'),
+                  (1, shape, dtype, False, raw))
+
+
+def history_buffer(**state) -> NewObj:
+    from mmengine.logging import HistoryBuffer
+    state.setdefault('max_length', 10)
+    state.setdefault('_log_history', np.array([1., 3.]))
+    state.setdefault('_count_history', np.array([1, 1]))
+    return NewObj(HistoryBuffer, state)
+
+
+def with_message_hub(buffer) -> dict:
+    """A training checkpoint whose message hub holds ``buffer``."""
+    return dict(meta=dict(iter=1, epoch=0),
+                state_dict={'linear.weight': torch.zeros(1, 4),
+                            'linear.bias': torch.zeros(1)},
+                message_hub=dict(log_scalars={'train/loss': buffer},
+                                 runtime_info={}, resumed_keys={}))
+
+
+def assert_error_shown(proc, name: str) -> str:
+    """A tool that stopped on mmpeft's error ``name`` shows it as a user
+    needs it: at the end of the output, not after a traceback (that is under
+    --debug), exit status 1. Returns the message."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and 'Traceback' not in output, output[-3000:]
+    message, hint = proc.stderr.rstrip().rsplit('\n', 1)
+    assert hint == '(add --debug for the traceback)', output[-3000:]
+    _, _, message = ('\n' + message).rpartition(f'\n{name}: ')
+    assert message, output[-3000:]
+    return message
+
+
+def flip_bytes_of(path: str, key: str, count: int = 8) -> None:
+    """Overwrite the first ``count`` bytes of ``state_dict[key]``'s data in
+    the torch zip file at ``path`` with 0xFF (float32 NaNs), as a disk or
+    copy error would: the archive stays readable (torch checks no CRC)."""
+    data = torch.load(path, weights_only=False)['state_dict'][key]
+    data = data.numpy().tobytes()
+    with zipfile.ZipFile(path) as archive:
+        info, = [i for i in archive.infolist() if '/data/' in i.filename
+                 and archive.read(i) == data]
+    with open(path, 'r+b') as f:
+        f.seek(info.header_offset + 26)  # the local header's name / extra
+        name, extra = struct.unpack('<HH', f.read(4))
+        f.seek(info.header_offset + 30 + name + extra)
+        f.write(b'\xff' * count)

@@ -5,6 +5,18 @@ import pytest
 
 import mmpeft  # noqa: F401  registers mmpeft classes; patches before mmrotate
 from helpers import load_tool
+from mmpeft.engine.checkpoint_io import OPT_IN_KEYS, set_opt_in
+
+
+@pytest.fixture(autouse=True)
+def no_opt_ins():
+    """mmpeft's opt-ins (--allow-pickle, --allow-partial, ...) hold for the
+    whole process: every test starts and ends without them."""
+    for key in OPT_IN_KEYS:
+        set_opt_in(key, False)
+    yield
+    for key in OPT_IN_KEYS:
+        set_opt_in(key, False)
 
 
 @pytest.fixture(scope='session')

@@ -9,7 +9,7 @@ converters. The first test shows that the payload does run when unpickled,
 so each "marker absent" is a real check. Legacy full pickles load only with
 the opt-in; mmpeft's own training checkpoints load without it.
 """
-import io
+import glob
 import os.path as osp
 import pickle
 import sys
@@ -22,14 +22,19 @@ from mmengine.logging import HistoryBuffer
 from mmengine.registry import MODELS
 from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
 
-from checkpoint_support import toy_config, write_malicious
+from checkpoint_support import (Reduce, assert_error_shown, history_buffer,
+                                numpy_array, toy_config, with_message_hub,
+                                write_malicious)
 from helpers import load_tool
 from mmpeft.engine import check_resumable_file
-from mmpeft.engine.checkpoint_io import (CheckpointReadError,
+from mmpeft.engine.checkpoint_io import (OPT_IN_KEYS, CheckpointReadError,
                                          UnsafeCheckpointError, load_file,
                                          pickle_allowed, resolve_auto_resume,
-                                         safe_types, set_allow_pickle)
+                                         safe_types, set_allow_pickle,
+                                         set_opt_in)
+from mmpeft.engine.export import build_from_config, deploy_config, deploy_model
 from mmpeft.engine.runner import build_runner, load_config
+from peft_tiny import repadapter_seg_cfg
 from test_reliability_support import TINY_SWIN, output_tail, run_tool
 
 TINY_VIT = dict(embed_dims=64, num_layers=2, num_heads=2, img_size=(64, 64))
@@ -41,14 +46,6 @@ def marker(tmp_path):
     path = str(tmp_path / 'PAYLOAD_RAN')
     yield path
     assert not osp.exists(path), 'the malicious payload ran'
-
-
-@pytest.fixture(autouse=True)
-def no_pickle_opt_in():
-    """The opt-in is process-wide: every test starts and ends without it."""
-    set_allow_pickle(False)
-    yield
-    set_allow_pickle(False)
 
 
 @pytest.fixture
@@ -271,7 +268,8 @@ def test_tools_take_allow_pickle(tool, monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', [f'{tool}.py', '--help'])
     with pytest.raises(SystemExit):
         load_tool(tool).main()
-    assert '--allow-pickle' in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert '--allow-pickle' in help_text and '--allow-nonfinite' in help_text
 
 
 # ---------------------------------- our own checkpoints need no opt-in
@@ -314,7 +312,7 @@ class GetattrOf:
         return (getattr, (self.owner, self.name))
 
 
-def test_allow_list_admits_no_code_or_objects():
+def test_allow_list_admits_no_code_or_objects(tmp_path):
     """Numeric numpy only: object arrays (which would hold arbitrary
     objects) stay out, and the name ``builtins.getattr`` reaches only
     HistoryBuffer's statistics methods."""
@@ -327,16 +325,111 @@ def test_allow_list_admits_no_code_or_objects():
     assert type(np.dtype(object)) not in safe_types()
 
     def load(obj):
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
-        buffer.seek(0)
-        with torch.serialization.safe_globals(safe_types()):
-            return torch.load(buffer, weights_only=True)
+        torch.save(obj, tmp_path / 'crafted.pth')
+        return load_file(str(tmp_path / 'crafted.pth'))
 
     for obj in (np.array([None, 1], dtype=object), np.array(['text']),
                 GetattrOf(np.ndarray, 'tofile'),
                 GetattrOf(HistoryBuffer, '__init__'),
                 GetattrOf(HistoryBuffer, 'register_statistics')):
-        with pytest.raises(pickle.UnpicklingError):
+        with pytest.raises(UnsafeCheckpointError):
             load(obj)
     assert load(GetattrOf(HistoryBuffer, 'mean')) is HistoryBuffer.mean
+
+
+# ------------------------------------ opt-ins never travel in written files
+def test_opt_ins_of_one_run_are_in_no_file_it_writes(demo_data, tmp_path,
+                                                     marker, monkeypatch):
+    """``--cfg-options mmpeft_allow_pickle=True`` (and the other opt-ins)
+    hold for that training only: not in the work dir's config copy, not in
+    ``iter_1_deploy.py``, not in the checkpoint's config text. A later
+    ``tools/test.py`` of the deploy config refuses a stranger's pickle."""
+    work_dir = tmp_path / 'work'
+    config = str(tmp_path / 'tiny.py')
+    repadapter_seg_cfg(demo_data, str(work_dir), max_iters=1).dump(config)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setattr(sys, 'argv', ['train.py', config, '--cfg-options',
+                                      *[f'{k}=True' for k in OPT_IN_KEYS]])
+    load_tool('train').main()
+    assert pickle_allowed()  # it was given to that run
+    written = glob.glob(f'{work_dir}/**/*.py', recursive=True)
+    assert {str(work_dir / 'tiny.py'), str(work_dir / 'iter_1_deploy.py')} \
+        <= set(written)
+    for path in written:
+        assert 'mmpeft_allow' not in open(path).read(), path
+    assert 'mmpeft_allow' not in load_file(
+        str(work_dir / 'iter_1.pth'))['meta']['cfg']
+    # Other entry points: a runner config holding one still writes none.
+    cfg = Config.fromfile(config)
+    cfg.mmpeft_allow_pickle = True
+    merged = deploy_model(build_from_config(cfg))
+    written = deploy_config(cfg, merged, 'x.pth').pretty_text
+    assert 'mmpeft_allow' not in written
+
+    for key in OPT_IN_KEYS:
+        set_opt_in(key, False)
+    evil = write_malicious(str(tmp_path / 'stranger.pth'), marker)
+    proc = run_tool([sys.executable, 'tools/test.py',
+                     str(work_dir / 'iter_1_deploy.py'), evil])
+    assert 'posix.system' in assert_error_shown(proc, 'UnsafeCheckpointError')
+
+
+# ----------------------------- crafted message-hub and numpy state refused
+def _crafted():
+    plain = (3, '<', None, None, None, -1, -1, 0)
+    return {
+        'statistic_redefined': (with_message_hub(history_buffer(
+            statistics_methods=dict(mean=GetattrOf(HistoryBuffer, 'max')))),
+            "statistic 'mean' mapped to 'max'"),
+        'history_not_numbers': (with_message_hub(history_buffer(
+            _log_history='1,3')), '_log_history of type str'),
+        'histories_of_other_lengths': (with_message_hub(history_buffer(
+            _count_history=np.array([1]))), 'of different lengths'),
+        'object_array': (dict(meta=dict(note=numpy_array(
+            (2, ), 'O8', [1, 2], dtype_state=None))), "numpy dtype 'O8'"),
+        'float_array_with_object_flags': (dict(meta=dict(note=numpy_array(
+            (2, ), 'f8', bytes(16), dtype_state=plain[:7] + (63, )))),
+            "not a plain number's"),
+        'array_of_2_40_elements': (dict(meta=dict(note=numpy_array(
+            (2**40, ), 'f8', bytes(16)))),
+            'declares 8796093022208 bytes but holds 16'),
+        'ndarray_constructor_of_2_40': (dict(meta=dict(note=Reduce(
+            np.ndarray, ((2**40, ), 'f8')))), 'numpy.ndarray called with'),
+    }
+
+
+@pytest.mark.parametrize('case', list(_crafted()))
+def test_crafted_state_is_refused_and_changes_nothing(case, tmp_path):
+    """Files the allow-list admits by name, with state mmengine never
+    writes: refused, naming it, and no class is changed (HistoryBuffer's
+    statistics table is class-level); no array is built from them (an
+    object array, 8 TiB, flags numpy would free as pointers)."""
+    content, reason = _crafted()[case]
+    path = str(tmp_path / 'crafted.pth')
+    torch.save(content, path)
+    table = dict(HistoryBuffer._statistics_methods)
+    try:
+        with pytest.raises(UnsafeCheckpointError) as error:
+            load_file(path)
+        assert HistoryBuffer([1., 3.], [1, 1]).statistics('mean') == 2
+        assert HistoryBuffer._statistics_methods == table
+    finally:
+        HistoryBuffer._statistics_methods.clear()
+        HistoryBuffer._statistics_methods.update(table)
+    message = str(error.value)
+    assert repr(path) in message and reason in message
+    assert 'crafted or corrupt' in message
+
+
+def test_crafted_message_hub_stops_a_resume_before_training(toy, tmp_path):
+    """Resumed through the Runner: refused at the load, before any
+    iteration (it used to load, then crash the run when logging)."""
+    config, work_dir = toy
+    path = str(tmp_path / 'iter_1.pth')
+    torch.save(with_message_hub(history_buffer(_log_history='1,3')), path)
+    cfg = Config.fromfile(config)
+    cfg.update(resume=True, load_from=path)
+    with pytest.raises(UnsafeCheckpointError, match='_log_history'):
+        build_runner(cfg).train()
+    assert not glob.glob(osp.join(work_dir, '*.pth'))
+

@@ -10,9 +10,11 @@ files of 0.1 used the post-residual placement: they load with
 """
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import HistoryBuffer, MessageHub
 
 from mmpeft.engine import AdapterCheckpointError, load_adapter_checkpoint
 from mmpeft.engine.checkpoint_io import load_file
@@ -89,3 +91,28 @@ def test_mimi_files_of_the_post_placement_are_refused_by_the_series_one():
         load_state(fixture('mimi', 'iter_2.pth'))['state_dict'], strict=True)
     with pytest.raises(AdapterCheckpointError, match='adapter_cfg'):
         load_adapter_checkpoint(model, fixture('mimi', 'iter_2_adapters.pth'))
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_training_checkpoint_message_hub_is_rebuilt_as_written(method):
+    """The message hub of 0.1's training checkpoints, rebuilt from checked
+    plain data by the safe loader, holds what a full unpickle of these
+    trusted files gives, and a message hub resumes from it."""
+    path = fixture(method, 'iter_2.pth')
+    ours = load_state(path)['message_hub']
+    theirs = torch.load(path, weights_only=False)['message_hub']
+    assert ours['runtime_info'] == theirs['runtime_info']
+    assert ours['log_scalars'].keys() == theirs['log_scalars'].keys()
+    for key, buffer in theirs['log_scalars'].items():
+        rebuilt = ours['log_scalars'][key]
+        assert type(rebuilt) is HistoryBuffer, key
+        assert rebuilt.max_length == buffer.max_length
+        for read, written in zip(rebuilt.data, buffer.data):  # same numbers
+            assert read.dtype == written.dtype
+            np.testing.assert_array_equal(read, written)
+    hub = MessageHub.get_instance(f'v0_1_{method}')
+    hub.load_state_dict(ours)
+    hub.update_scalar('train/loss', 1.0)
+    losses = theirs['log_scalars']['train/loss'].data[0]
+    assert hub.get_scalar('train/loss').mean() == pytest.approx(
+        (losses.sum() + 1) / (len(losses) + 1))

@@ -411,7 +411,8 @@ def test_failed_export_keeps_the_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match='No space left'):
         atomic_write(half_write, str(path))
     assert torch.load(path) == dict(version=1)
-    assert os.listdir(tmp_path) == ['iter_1_deploy.pth']
+    assert sorted(os.listdir(tmp_path)) == ['iter_1_deploy.pth',
+                                            'iter_1_deploy.pth.sha256']
 
     def no_rename(src, dst):
         raise OSError('rename failed')
@@ -419,5 +420,6 @@ def test_failed_export_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, 'replace', no_rename)
     with pytest.raises(OSError, match='rename failed'):
         save_atomic(dict(version=2), str(path))
-    assert torch.load(path) == dict(version=1)
-    assert os.listdir(tmp_path) == ['iter_1_deploy.pth']
+    assert load_file(str(path)) == dict(version=1)  # and its SHA-256
+    assert sorted(os.listdir(tmp_path)) == ['iter_1_deploy.pth',
+                                            'iter_1_deploy.pth.sha256']

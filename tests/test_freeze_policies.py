@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import mmpeft
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, assert_close_to_scale
 from mmpeft.engine import (FreezePolicy, FreezePolicyError,
                            adapter_checkpoint, apply_freeze_policy,
                            count_params)
@@ -111,8 +111,8 @@ def test_trained_biases_merge_into_a_stock_vit():
     deployed.load_state_dict(merged_backbone.state_dict(), strict=True)
     deployed.eval()  # mmseg's train() returns None: no chaining
     with torch.no_grad():
-        for out, ref in zip(deployed(x), merged):
-            assert torch.equal(out, ref)
+        for out, ref in zip(deployed(x), merged):  # stock vs mmpeft code
+            assert_close_to_scale(out, ref)
     # the trained biases are in it (not the pretrained ones)
     key = 'layers.1.ffn.layers.1.bias'
     assert not torch.equal(deployed.state_dict()[key],

@@ -15,6 +15,9 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from helpers import load_tool
+from mmpeft.engine.checkpoint_io import (CheckpointMismatchError,
+                                         CorruptCheckpointError,
+                                         NonFiniteCheckpointError)
 from mmpeft.engine.export import build_from_config, deploy_model
 from peft_tiny import mona_seg_cfg
 from test_reliability_support import assert_same_tensors, load_checkpoint
@@ -230,14 +233,24 @@ def test_merge_checks_the_files_on_disk(trained, tmp_path, monkeypatch):
         saved['state_dict'][key] = saved['state_dict'][key] + 1
         torch.save(saved, out)
 
-    with pytest.raises(SystemExit, match='read back differs'):
+    with pytest.raises(CorruptCheckpointError,
+                       match='corrupt since it was written'):  # its SHA-256
         merge(config, ckpt, out, monkeypatch=monkeypatch,
               corrupt=change_a_tensor)
+
+    def change_a_tensor_and_drop_its_digest(out, config):
+        change_a_tensor(out, config)
+        os.remove(f'{out}.sha256')
+
+    with pytest.raises(SystemExit, match='read back differs'):
+        merge(config, ckpt, out, monkeypatch=monkeypatch,
+              corrupt=change_a_tensor_and_drop_its_digest)
 
     def drop_a_tensor(out, _):
         saved = torch.load(out)
         saved['state_dict'].pop(sorted(saved['state_dict'])[0])
         torch.save(saved, out)
+        os.remove(f'{out}.sha256')
 
     with pytest.raises(SystemExit, match='does not load strictly'):
         merge(config, ckpt, out, monkeypatch=monkeypatch,
@@ -250,7 +263,92 @@ def test_merge_checks_the_files_on_disk(trained, tmp_path, monkeypatch):
         merge(config, ckpt, out, monkeypatch=monkeypatch,
               corrupt=training_config_instead)
 
-    # Untouched, the same files pass, and the adapter file is checked too.
+    # Untouched, the same files pass, and the adapter file is checked too
+    # (--force: deploy.py is the training config the last case put there).
     merge(config, ckpt, out, '--adapters', tmp_path / 'adapters.pth',
-          monkeypatch=monkeypatch)
+          '--force', monkeypatch=monkeypatch)
     assert_same_tensors(state(out), state(work_dir / 'iter_2_deploy.pth'))
+
+
+def test_merge_never_replaces_a_file_it_was_not_asked_to_write(
+        trained, tmp_path, monkeypatch):
+    """OUT.py (the deploy config beside OUT) that exists and is not an
+    earlier deploy config of OUT is refused unless --force; one of CONFIG's
+    _base_ files is refused even with --force (replacing it would break the
+    configs that inherit it)."""
+    config, work_dir = trained
+    ckpt = work_dir / 'iter_2.pth'
+    bases = tmp_path / '_base_'
+    bases.mkdir()
+    (bases / 'runtime.py').write_text(open(config).read())
+    (tmp_path / 'schedule.py').write_text(
+        "_base_ = ['_base_/runtime.py']\nseed = 1\n")
+    (tmp_path / 'train.py').write_text("_base_ = ['schedule.py']\n")
+    files = [bases / 'runtime.py', tmp_path / 'schedule.py',
+             tmp_path / 'notes.py']
+    (tmp_path / 'notes.py').write_text('# my notes\n')
+    before = {p: digest(p) for p in files}
+    for out, flags in ((bases / 'runtime.pth', ['--force']),
+                       (tmp_path / 'schedule.pth', ['--force']),
+                       (tmp_path / 'schedule.pth', []),
+                       (tmp_path / 'other.pth', ['--adapters', files[0],
+                                                 '--force'])):
+        with pytest.raises(SystemExit, match='inherits .*refused even with '
+                           '--force'):
+            merge(tmp_path / 'train.py', ckpt, out, *flags,
+                  monkeypatch=monkeypatch)
+    with pytest.raises(SystemExit, match=r'notes\.py exists.*--force'):
+        merge(tmp_path / 'train.py', ckpt, tmp_path / 'notes.pth',
+              monkeypatch=monkeypatch)
+    assert {p: digest(p) for p in files} == before
+    assert not (tmp_path / 'notes.pth').exists()
+    assert Config.fromfile(str(tmp_path / 'train.py')).seed == 1
+
+    # An earlier deploy config of the same OUT is ours to replace; --force
+    # replaces any other file.
+    merge(tmp_path / 'train.py', ckpt, tmp_path / 'deploy.pth',
+          monkeypatch=monkeypatch)
+    merge(tmp_path / 'train.py', ckpt, tmp_path / 'deploy.pth',
+          monkeypatch=monkeypatch)
+    merge(tmp_path / 'train.py', ckpt, tmp_path / 'notes.pth', '--force',
+          monkeypatch=monkeypatch)
+    assert Config.fromfile(str(tmp_path / 'notes.py')).adapters_merged
+
+
+@pytest.mark.parametrize('kind', ['deploy', 'adapters'])
+def test_merge_names_an_export_given_as_the_checkpoint(
+        kind, trained, tmp_path, monkeypatch):
+    """Not mmengine's missing-keys error: which file it is, and the
+    training checkpoint to pass instead."""
+    config, work_dir = trained
+    export = work_dir / f'iter_2_{kind}.pth'
+    with pytest.raises(CheckpointMismatchError) as error:
+        merge(config, export, tmp_path / 'deploy.pth',
+              monkeypatch=monkeypatch)
+    message = str(error.value)
+    assert str(export) in message and str(work_dir / 'iter_2.pth') in message
+    assert ('nothing to merge' if kind == 'deploy' else 'adapter-only') \
+        in message
+    assert not (tmp_path / 'deploy.pth').exists()
+
+
+def test_merge_of_nonfinite_weights_is_refused_or_kept_as_they_are(
+        trained, tmp_path, monkeypatch):
+    """A checkpoint with a NaN weight is an error naming the file and the
+    tensor; with --allow-nonfinite it is merged, and the check of what was
+    written compares bits (NaN included): the disk is not blamed."""
+    config, work_dir = trained
+    checkpoint = torch.load(work_dir / 'iter_2.pth', weights_only=False)
+    key = next(k for k, v in checkpoint['state_dict'].items()
+               if k.startswith('backbone.') and v.is_floating_point())
+    checkpoint['state_dict'][key].view(-1)[:2] = float('nan')
+    nan = tmp_path / 'nan.pth'
+    torch.save(checkpoint, nan)
+    with pytest.raises(NonFiniteCheckpointError) as error:
+        merge(config, nan, tmp_path / 'deploy.pth', monkeypatch=monkeypatch)
+    assert repr(str(nan)) in str(error.value)
+    assert f'state_dict.{key} (2 NaN, 0 inf' in str(error.value)
+    assert '--allow-nonfinite' in str(error.value)
+    merge(config, nan, tmp_path / 'deploy.pth', '--allow-nonfinite',
+          monkeypatch=monkeypatch)
+    assert state(tmp_path / 'deploy.pth')[key].isnan().sum() == 2

@@ -15,6 +15,7 @@ from mmdet.models.backbones import SwinTransformer
 from mmengine.registry import MODELS
 from mmseg.models.backbones import VisionTransformer
 
+from helpers import assert_close_to_scale
 from mmpeft.models import TOKEN_PLACEMENTS, WEIGHT_PLACEMENTS
 
 SWIN = dict(pretrain_img_size=32, embed_dims=16, depths=(2, 2),
@@ -187,11 +188,8 @@ def test_identity_init_at_every_placement_is_the_stock_backbone(host):
     img = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         outs, refs = model(img), stock(img)
-    for out, ref in zip(outs, refs):
-        if host == 'swin':  # the same ops in the same order
-            assert torch.equal(out, ref)
-        else:  # packed / own attention: the same maths, other GEMMs
-            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for out, ref in zip(outs, refs):  # the stock maths by mmpeft's code
+        assert_close_to_scale(out, ref)
 
 
 MERGEABLE = {

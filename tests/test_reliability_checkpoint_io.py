@@ -13,6 +13,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from mmpeft.engine.checkpoint_io import load_file
 from test_reliability_support import toy_runner
 
 save_checkpoint = mmengine.runner.checkpoint.save_checkpoint
@@ -49,8 +50,9 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
     broken = dict(big_checkpoint(2.0), tail=Unpicklable())
     with pytest.raises(OSError, match='simulated failure'):
         save_checkpoint(broken, str(path))
-    assert os.listdir(tmp_path) == ['latest.pth']  # no temporary left over
-    loaded = torch.load(path, weights_only=False)
+    # no temporary left over; the SHA-256 still that of the previous file
+    assert sorted(os.listdir(tmp_path)) == ['latest.pth', 'latest.pth.sha256']
+    loaded = load_file(str(path))
     assert loaded['meta']['value'] == 1.0
     assert torch.equal(loaded['state_dict']['weight'],
                        torch.full((256, 1024), 1.0))
@@ -113,8 +115,9 @@ def test_process_killed_during_write(tmp_path):
     proc = subprocess.run([sys.executable, '-c', script],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
-    loaded = torch.load(path, weights_only=False)
+    loaded = load_file(str(path))  # its SHA-256 file is still its own
     assert loaded['meta']['value'] == 1.0
-    leftovers = [p for p in os.listdir(tmp_path) if p != 'iter_1.pth']
+    leftovers = [p for p in os.listdir(tmp_path)
+                 if p not in ('iter_1.pth', 'iter_1.pth.sha256')]
     assert all(p.startswith('.iter_1.pth.') and p.endswith('.tmp')
                for p in leftovers)

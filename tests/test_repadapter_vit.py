@@ -16,7 +16,8 @@ from mmengine.runner import Runner
 from mmseg.models.backbones import VisionTransformer
 
 import mmpeft
-from helpers import REPO_ROOT, load_tool, tiny_runner_cfg
+from helpers import (REPO_ROOT, assert_close_to_scale, load_tool,
+                     tiny_runner_cfg)
 from mmpeft.models import (PretrainedMismatchError, RepAdapterViT,
                            SimpleFeaturePyramid)
 from mmpeft.models.vit import convert_timm_vit
@@ -145,8 +146,8 @@ def test_merged_equals_unmerged_and_is_a_stock_vit(groups, scale):
     assert count == sum(p.numel() for p in stock.parameters())
     stock.load_state_dict(state, strict=True)
     with torch.no_grad():
-        for out, ref in zip(stock(x), merged):
-            assert torch.equal(out, ref)
+        for out, ref in zip(stock(x), merged):  # stock vs mmpeft code
+            assert_close_to_scale(out, ref)
 
 
 def test_merge_needs_qkv_bias():

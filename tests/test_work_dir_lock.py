@@ -12,10 +12,11 @@ import textwrap
 
 import pytest
 
+from checkpoint_support import assert_error_shown, toy_config
 from mmpeft.engine import WorkDirLockedError, WorkDirLockHook
 from mmpeft.engine import work_dir_lock_hook
-from helpers import REPO_ROOT
-from test_reliability_support import toy_runner
+from helpers import REPO_ROOT, load_tool
+from test_reliability_support import run_tool, toy_runner
 
 LOCK = work_dir_lock_hook.LOCK_NAME
 HOLD = textwrap.dedent('''
@@ -84,6 +85,38 @@ def test_second_run_stops_naming_the_holder_then_takes_over_when_killed(
     assert any(f'process {proc.pid} no longer exists' in m for m in warnings)
     assert (work_dir / 'iter_4.pth').exists()
     assert not (work_dir / LOCK).exists()  # released at the end
+
+
+def files_and_bytes(directory):
+    return {os.path.join(root, name): open(os.path.join(root, name),
+                                           'rb').read()
+            for root, _, names in os.walk(directory) for name in names}
+
+
+def test_refused_second_training_writes_nothing(holder, tmp_path,
+                                                monkeypatch):
+    """mmengine's Runner writes work_dir/<config>.py and its log when it is
+    built, before any hook runs: tools/train.py takes the lock first, so the
+    running run's config copy (its seed, its schedule) stays as it was."""
+    work_dir, proc = holder
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = toy_config(str(tmp_path), str(work_dir), extra=(
+        "custom_hooks = [dict(type='WorkDirLockHook')]\n"))
+    (work_dir / 'toy_config.py').write_text('# the running run: seed 0\n')
+    before = files_and_bytes(work_dir)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setattr(sys, 'argv', ['train.py', config, '--cfg-options',
+                                      'randomness.seed=7'])
+    with pytest.raises(WorkDirLockedError, match=f'pid {proc.pid}'):
+        load_tool('train').main()
+    assert files_and_bytes(work_dir) == before
+
+    # As a user sees it: the error first, no traceback (it is in --debug).
+    proc = run_tool([sys.executable, 'tools/train.py', config],
+                    pythonpath=[str(tmp_path)])
+    assert assert_error_shown(proc, 'WorkDirLockedError').startswith(
+        f'The work dir {work_dir} is in use')
+    assert files_and_bytes(work_dir) == before
 
 
 def test_lock_file_names_pid_host_and_start(holder):

@@ -30,7 +30,8 @@ import torch
 from mmdet.models.backbones.swin import swin_converter
 from mmengine.runner import CheckpointLoader
 
-from mmpeft.engine.checkpoint_io import add_allow_pickle_argument
+from mmpeft.engine.checkpoint_io import (add_allow_nonfinite_argument,
+                                         add_allow_pickle_argument)
 
 PREFIX = 'backbone.'
 ADAPTER_NAMES = (('.my_module_1.', '.attn_adapter.'),
@@ -79,6 +80,7 @@ def parse_args(argv=None):
     parser.add_argument('src', help='official Mona checkpoint (path or URL)')
     parser.add_argument('dst', help='where to write the converted checkpoint')
     add_allow_pickle_argument(parser)
+    add_allow_nonfinite_argument(parser)
     return parser.parse_args(argv)
 
 

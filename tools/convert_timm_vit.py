@@ -15,7 +15,8 @@ import torch
 from mmengine.runner import CheckpointLoader
 from mmengine.utils import mkdir_or_exist
 
-from mmpeft.engine.checkpoint_io import add_allow_pickle_argument
+from mmpeft.engine.checkpoint_io import (add_allow_nonfinite_argument,
+                                         add_allow_pickle_argument)
 from mmpeft.models.vit import convert_timm_vit, unwrap_checkpoint
 
 
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument('src', help='timm / DeiT checkpoint (path or URL)')
     parser.add_argument('dst', help='where to write the converted state dict')
     add_allow_pickle_argument(parser)
+    add_allow_nonfinite_argument(parser)
     args = parser.parse_args()
     checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
     converted = convert_timm_vit(unwrap_checkpoint(checkpoint))

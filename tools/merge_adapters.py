@@ -10,29 +10,41 @@ have::
 writes ``out/deploy.pth`` (RepAdapter folded into qkv / fc1, Mona's conv
 branch fused, MiMi shrunk) and ``out/deploy.py``, each atomically.
 
-It never destroys its input: an output that is the config, the checkpoint or
-another output (``OUT`` ending in ``.py`` would put the config over the
-deploy checkpoint) is refused before anything is written. What it wrote is
-then checked from disk: the model is rebuilt from ``out/deploy.py`` and
-``out/deploy.pth`` is loaded into it strictly and compared with the merged
-weights; the adapter-only file is read back and checked against the base.
+It never replaces a file it was not asked to write: an output that is the
+config, the checkpoint or another output (``OUT`` ending in ``.py`` would
+put the config over the deploy checkpoint), or one of the files CONFIG
+inherits (``_base_``, even with ``--force``), is refused before anything is
+written, and so is an existing ``out/deploy.py`` that is not an earlier
+deploy config of ``out/deploy.pth`` (unless ``--force``). CHECKPOINT must be
+a training checkpoint of CONFIG: a deploy or adapter-only file, or one that
+does not fit, is an error naming it. What it wrote is then checked from
+disk: the model is rebuilt from ``out/deploy.py`` and ``out/deploy.pth`` is
+loaded into it strictly and compared with the merged weights; the
+adapter-only file is read back and checked against the base.
 """
 import argparse
 import os.path as osp
+import re
 import sys
 
 import mmpeft  # noqa: F401  registers mmpeft; must precede mmrotate imports
 from mmengine.config import Config, DictAction
 import torch
-from mmengine.runner import load_checkpoint
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmpeft.engine import apply_freeze_policy
-from mmpeft.engine.checkpoint_io import add_allow_pickle_argument
-from mmpeft.engine.export import (adapter_checkpoint, build_from_config,
+from mmpeft.engine.checkpoint_io import (CheckpointMismatchError,
+                                         add_allow_nonfinite_argument,
+                                         add_allow_pickle_argument,
+                                         check_checkpoint_fits, load_file,
+                                         take_opt_ins)
+from mmpeft.engine.export import (ADAPTER_META_KEY, DEPLOY_META_KEY,
+                                  adapter_checkpoint, build_from_config,
                                   check_adapter_checkpoint,
                                   read_adapter_checkpoint, save_atomic,
                                   write_deploy)
 from mmpeft.engine.peft_freeze_hook import policy_from_config
+from mmpeft.engine.runner import add_debug_argument, run_tool
 
 
 def parse_args():
@@ -51,17 +63,25 @@ def parse_args():
         metavar='FILE',
         help='also write the adapter-only checkpoint (trainable tensors by '
         "the config's PEFTFreezeHook policy, with the frozen base's hash)")
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='replace an existing OUT.py that is not an earlier deploy config '
+        "of OUT (never one of CONFIG's _base_ files)")
     parser.add_argument('--cfg-options',
                         nargs='+',
                         action=DictAction,
                         help='override settings of the config, xxx=yyy format')
     add_allow_pickle_argument(parser)
+    add_allow_nonfinite_argument(parser)
+    add_debug_argument(parser)
     return parser.parse_args()
 
 
 def check_paths(args) -> str:
     """The deploy config's path; exit with an error if an output would
-    overwrite an input or another output."""
+    overwrite an input, another output, a file CONFIG inherits, or (without
+    ``--force``) an existing file that is not an earlier output."""
     stem, ext = osp.splitext(args.out)
     if ext == '.py':
         sys.exit(f'OUT ({args.out}) is the deploy checkpoint; its config is '
@@ -81,7 +101,75 @@ def check_paths(args) -> str:
                          f'{other} ({taken}): writing it would destroy '
                          f'that file. Choose another path for {name}.')
         seen[name] = path
+    bases = inherited_files(args.config)
+    for name, path in outputs.items():
+        for base in bases:
+            if _same_file(path, base):
+                sys.exit(f'{name} ({path}) is {base}, a file CONFIG '
+                         f'({args.config}) inherits (_base_): replacing it '
+                         'would break CONFIG and every config built on it. '
+                         'This is refused even with --force: choose another '
+                         'OUT.')
+    if osp.exists(out_config) and not args.force and \
+            not is_deploy_config_of(out_config, args.out):
+        sys.exit(f'{out_config} exists: the deploy config of OUT '
+                 f'({args.out}) is written beside it with the extension .py, '
+                 'and that file is not an earlier deploy config of OUT, so it '
+                 'would be lost. Choose another OUT, or pass --force to '
+                 'replace it.')
     return out_config
+
+
+def inherited_files(config: str) -> list:
+    """The files ``config`` inherits through ``_base_``, recursively."""
+    found, todo = [], [osp.abspath(config)]
+    while todo:
+        current = todo.pop()
+        try:
+            bases = Config._get_base_files(current)
+        except Exception:  # unreadable: Config.fromfile will say why
+            continue
+        for base in bases:
+            path = osp.abspath(Config._get_cfg_path(base, current)[0])
+            if path not in found:
+                found.append(path)
+                todo.append(path)
+    return found
+
+
+def is_deploy_config_of(path: str, out: str) -> bool:
+    """Whether ``path`` is a deploy config written for ``out`` (as
+    ``export.deploy_config`` dumps it), read as text: never executed."""
+    with open(path, encoding='utf-8', errors='replace') as f:
+        text = f.read()
+    loads = re.compile(r'^load_from = ' + re.escape(repr(osp.abspath(out))) +
+                       r'$', re.MULTILINE)
+    return bool(re.search(r'^adapters_merged = True$', text, re.MULTILINE)
+                and loads.search(text))
+
+
+def read_training_checkpoint(model, path: str, cfg: Config) -> dict:
+    """The training checkpoint at ``path``, checked to be one of ``cfg``'s
+    model (errors name the file and the one to pass instead)."""
+    checkpoint = load_file(path)
+    meta = checkpoint.get('meta') or {}
+    source = meta.get('source_checkpoint') or 'the training checkpoint ' \
+        '(work_dir/iter_N.pth)'
+    if DEPLOY_META_KEY in meta:
+        raise CheckpointMismatchError(
+            f'{path} is a deploy checkpoint: its adapters are merged already, '
+            'so there is nothing to merge. Pass the training checkpoint it '
+            f'was written from: {source}.')
+    if ADAPTER_META_KEY in meta:
+        raise CheckpointMismatchError(
+            f'{path} is an adapter-only checkpoint (no frozen base weights): '
+            'merging needs the whole training model. Pass the training '
+            f'checkpoint it was written from ({source}); to evaluate it on '
+            'its base, use tools/test.py CONFIG BASE_CHECKPOINT --adapter '
+            f'{path}.')
+    check_checkpoint_fits(model, checkpoint, path, cfg)
+    _load_checkpoint_to_model(model, checkpoint, strict=True)
+    return checkpoint
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -98,13 +186,14 @@ def verify_deploy(out: str, out_config: str, merged) -> None:
         sys.exit(f'{out_config} loads {deploy_cfg.get("load_from")!r}, not '
                  f'{out}: the written config is wrong.')
     deploy = build_from_config(deploy_cfg)
+    checkpoint = load_file(out)  # a changed file fails its SHA-256 here
     try:
-        load_checkpoint(deploy, out, map_location='cpu', strict=True)
+        _load_checkpoint_to_model(deploy, checkpoint, strict=True)
     except Exception as error:
         sys.exit(f'{out} read back does not load strictly into the model '
                  f'built from {out_config}: {error}')
     ours, written = merged.state_dict(), deploy.state_dict()
-    differ = [k for k in ours if not torch.equal(ours[k].cpu(), written[k])]
+    differ = [k for k in ours if not same_bits(ours[k].cpu(), written[k])]
     if differ:
         sys.exit(f'{out} read back differs from the merged model in '
                  f'{len(differ)} tensors ({differ[:3]}): the disk did not '
@@ -118,11 +207,19 @@ def verify_adapters(path: str, model) -> None:
     check_adapter_checkpoint(model, adapters, model.state_dict(), source=path)
     ours = model.state_dict()
     differ = [k for k, v in adapters['state_dict'].items()
-              if not torch.equal(v, ours[k].cpu())]
+              if not same_bits(v, ours[k].cpu())]
     if differ:
         sys.exit(f'{path} read back differs from the model in {len(differ)} '
                  f'tensors ({differ[:3]}): the disk did not keep what was '
                  'written.')
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equality (NaN included: a file loaded with --allow-nonfinite
+    is compared with what was written, not with the maths)."""
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
+        a.contiguous().reshape(-1).view(torch.uint8),
+        b.contiguous().reshape(-1).view(torch.uint8))
 
 
 def main():
@@ -131,11 +228,9 @@ def main():
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    take_opt_ins(cfg)  # for this run, not for the deploy config
     model = build_from_config(cfg)
-    checkpoint = load_checkpoint(model,
-                                 args.checkpoint,
-                                 map_location='cpu',
-                                 strict=True)
+    checkpoint = read_training_checkpoint(model, args.checkpoint, cfg)
     meta = dict(source_checkpoint=osp.abspath(args.checkpoint))
     if 'dataset_meta' in checkpoint.get('meta', {}):
         meta['dataset_meta'] = checkpoint['meta']['dataset_meta']
@@ -157,4 +252,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

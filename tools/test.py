@@ -15,10 +15,11 @@ from mmengine.dist import is_main_process
 from mmengine.evaluator import DumpResults
 
 from mmpeft.engine.checkpoint_io import (ALLOW_PARTIAL_KEY,
-                                         DEPLOY_CONFIG_KEY, is_deploy_config)
+                                         DEPLOY_CONFIG_KEY, is_deploy_config,
+                                         set_opt_in)
 from mmpeft.engine.preflight import preflight
 from mmpeft.engine.runner import (build_runner, load_config,
-                                   parse_launch_args)
+                                   parse_launch_args, run_tool)
 
 
 def parse_args():
@@ -88,8 +89,8 @@ def main():
     # Recognise a deploy config by the file it loads before that is replaced.
     cfg[DEPLOY_CONFIG_KEY] = is_deploy_config(cfg)
     cfg.load_from = args.checkpoint
-    if args.allow_partial:
-        cfg[ALLOW_PARTIAL_KEY] = True
+    if args.allow_partial:  # for this run: never into a written config
+        set_opt_in(ALLOW_PARTIAL_KEY)
     if args.adapter is not None:
         cfg.custom_hooks = [
             *cfg.get('custom_hooks', []),
@@ -118,4 +119,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 from mmpeft.engine import check_resumable_file
 from mmpeft.engine.preflight import preflight
 from mmpeft.engine.runner import (build_runner, load_config,
-                                   parse_launch_args)
+                                   parse_launch_args, run_tool)
 
 
 def parse_args():
@@ -97,9 +97,9 @@ def main():
             dict(type='ResumeLRHook', lr=args.resume_lr)]
 
     preflight(cfg, args.config, 'train')
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, training=True)
     runner.train()
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

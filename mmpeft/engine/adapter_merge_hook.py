@@ -23,6 +23,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import _load_checkpoint
 
+from .checkpoint_digest import digest_path
 from .export import (ADAPTER_META_KEY, DEPLOY_META_KEY, adapter_checkpoint,
                      adapter_state_dict, base_identity, companion_paths,
                      deploy_config, deploy_model, dump_config_atomic,
@@ -170,8 +171,9 @@ class AdapterMergeHook(Hook):
                 self._exported[path] = _mtime(path)
         for path in [p for p in self._written if not osp.exists(p)]:
             for companion in self._written.pop(path):
-                if osp.exists(companion):
-                    os.remove(companion)
+                for name in (companion, digest_path(companion)):
+                    if osp.exists(name):
+                        os.remove(name)
 
     def export(self, runner, checkpoint: str, model=None,
                only: Optional[Set[str]] = None) -> None:

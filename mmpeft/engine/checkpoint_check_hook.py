@@ -15,7 +15,7 @@ from mmengine.runner import BaseLoop
 from torch.optim import Optimizer
 
 from .checkpoint_io import (ALLOW_PARTIAL_KEY, check_checkpoint_fits,
-                            check_optimizer_fits)
+                            check_optimizer_fits, opt_in)
 from .exact_resume_hook import check_resumable, resume_source
 from .param_table import unwrap_model
 
@@ -31,7 +31,8 @@ class CheckpointCheckHook(Hook):
 
     Args:
         allow_partial: let ``load_from`` leave weights unloaded (a warning
-            names them), for deliberate partial loads. None: the config's
+            names them), for deliberate partial loads. None: whether this
+            process was given ``--allow-partial`` or the config's
             ``mmpeft_allow_partial`` (default False).
     """
     priority = 'LOWEST'
@@ -44,7 +45,8 @@ class CheckpointCheckHook(Hook):
         path = resume_source(runner)
         allow_partial = self.allow_partial
         if allow_partial is None:
-            allow_partial = bool(runner.cfg.get(ALLOW_PARTIAL_KEY, False))
+            allow_partial = opt_in(ALLOW_PARTIAL_KEY) or bool(
+                runner.cfg.get(ALLOW_PARTIAL_KEY, False))
         if resume:
             check_resumable(checkpoint, path)
         # train() builds its loop before loading; test() and val() do not.

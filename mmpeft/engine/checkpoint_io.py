@@ -7,15 +7,24 @@ registers it), ``--adapter`` files, ``tools/merge_adapters.py`` and the
 converters.
 
 **No pickled code.** Files are read with ``torch.load(weights_only=True)``:
-tensors, containers and Python scalars, plus exactly the types mmengine's
-own training checkpoints hold (:func:`safe_types`). A file that needs any
-other global (an ``os.system`` payload, or a legacy full pickle: mmcv 1.x
-objects, arbitrary classes) is refused with :class:`UnsafeCheckpointError`,
-unless the user opts in for the process: ``--allow-pickle`` on the tools, or
+tensors, containers and Python scalars, plus the message hub and numpy
+numbers of mmengine's own training checkpoints, rebuilt from checked plain
+data (:mod:`mmpeft.engine.pickle_allowlist`). A file that needs any other
+global (an ``os.system`` payload, or a legacy full pickle: mmcv 1.x objects,
+arbitrary classes) is refused with :class:`UnsafeCheckpointError`, unless the
+user opts in for the process: ``--allow-pickle`` on the tools, or
 ``mmpeft_allow_pickle = True`` in the config.
 
 **Errors name the file.** Missing, empty, truncated or foreign files raise
-:class:`CheckpointReadError` with the path and what is wrong with it.
+:class:`CheckpointReadError` with the path and what is wrong with it; so do
+weights that are not finite (:class:`NonFiniteCheckpointError`; opt-out
+``--allow-nonfinite`` / ``mmpeft_allow_nonfinite``) and a file whose bytes no
+longer match the SHA-256 written beside it (:class:`CorruptCheckpointError`,
+:mod:`mmpeft.engine.checkpoint_digest`).
+
+**Opt-ins hold for one process.** ``mmpeft_allow_*`` keys are taken out of a
+config when a tool reads it (:func:`take_opt_ins`), so no config mmpeft
+writes (the work dir's copy, deploy configs) carries them to a later run.
 
 **The checkpoint must fit.** :func:`check_checkpoint_fits` (run by
 :class:`~mmpeft.engine.CheckpointCheckHook` when the runner loads) refuses
@@ -28,24 +37,27 @@ import argparse
 import logging
 import os
 import os.path as osp
-import pickle
 import re
 import zipfile
-from typing import Callable, Dict, List, Mapping, Optional, Union
+from typing import Callable, Dict, List, Mapping, Optional, Set, Union
 
-import numpy as np
 import torch
 from mmengine.logging import print_log
 from torch import nn
 
+from .checkpoint_digest import file_sha256, recorded_sha256
+from .pickle_allowlist import REFUSED, rebuild, safe_globals
+
 ALLOW_PICKLE_KEY = 'mmpeft_allow_pickle'
 ALLOW_PARTIAL_KEY = 'mmpeft_allow_partial'
+ALLOW_NONFINITE_KEY = 'mmpeft_allow_nonfinite'
+OPT_IN_KEYS = (ALLOW_PICKLE_KEY, ALLOW_PARTIAL_KEY, ALLOW_NONFINITE_KEY)
 DEPLOY_CONFIG_KEY = 'adapters_merged'
 
 # mmengine's checkpoint names for --resume without a path.
 _CHECKPOINT_NAME = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
 
-_allow_pickle = False
+_opt_ins: Set[str] = set()  # the OPT_IN_KEYS this process was given
 
 
 class CheckpointReadError(RuntimeError):
@@ -60,95 +72,111 @@ class CheckpointMismatchError(RuntimeError):
     """A checkpoint does not fit the config it is loaded with."""
 
 
+class NonFiniteCheckpointError(CheckpointReadError):
+    """A checkpoint holds NaN or inf weights."""
+
+
+class CorruptCheckpointError(CheckpointReadError):
+    """A checkpoint's bytes differ from the SHA-256 recorded when written."""
+
+
 # --------------------------------------------------------------------------
-# The legacy-pickle opt-in
+# Opt-ins: for this process, never in a file
 # --------------------------------------------------------------------------
+def set_opt_in(key: str, enabled: bool = True) -> None:
+    """Turn one of :data:`OPT_IN_KEYS` on (or off) for this process."""
+    if key not in OPT_IN_KEYS:
+        raise KeyError(f'{key!r} is not one of {OPT_IN_KEYS}')
+    (_opt_ins.add if enabled else _opt_ins.discard)(key)
+
+
+def opt_in(key: str) -> bool:
+    return key in _opt_ins
+
+
 def set_allow_pickle(enabled: bool = True) -> None:
     """Let :func:`load_file` fall back to a full pickle load (which can run
     code) for files ``weights_only`` refuses. For files you trust only."""
-    global _allow_pickle
-    _allow_pickle = bool(enabled)
+    set_opt_in(ALLOW_PICKLE_KEY, enabled)
 
 
 def pickle_allowed() -> bool:
-    return _allow_pickle
+    return opt_in(ALLOW_PICKLE_KEY)
 
 
-def allow_pickle_from_cfg(cfg: Mapping) -> None:
-    """Turn the opt-in on when the config sets ``mmpeft_allow_pickle``
-    (never off: ``--allow-pickle`` may have turned it on)."""
-    if cfg.get(ALLOW_PICKLE_KEY, False):
-        set_allow_pickle(True)
+def take_opt_ins(cfg: Mapping) -> None:
+    """Turn on the opt-ins ``cfg`` sets (never off: a flag may have turned
+    one on) and remove them from ``cfg``: given for one run (in the config
+    or ``--cfg-options``), they must not travel into the configs that run
+    writes (the work dir's copy, ``iter_N_deploy.py``), where a later
+    ``tools/test.py`` would inherit them without being asked."""
+    for key in OPT_IN_KEYS:
+        if key in cfg and cfg.pop(key):
+            set_opt_in(key)
 
 
-class _AllowPickleAction(argparse.Action):
+def without_opt_ins(cfg: dict) -> dict:
+    """``cfg`` (a plain dict about to be written) without opt-in keys."""
+    return {k: v for k, v in cfg.items() if k not in OPT_IN_KEYS}
 
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=False,
-                         **kwargs)
+
+class _OptInAction(argparse.Action):
+    """A flag whose parsing turns ``const`` (an opt-in key) on."""
+
+    def __init__(self, option_strings, dest, const, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, const=const,
+                         default=False, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, True)
-        set_allow_pickle(True)
+        set_opt_in(self.const)
+
+
+_OPT_IN_FLAGS = {
+    ALLOW_PICKLE_KEY: (
+        '--allow-pickle',
+        'load checkpoints that weights_only=True refuses (legacy full '
+        'pickles: official Mona / mmcv 1.x files, files holding Python '
+        'objects) as full pickles. Unpickling can run arbitrary code: only '
+        'for files you trust.'),
+    ALLOW_NONFINITE_KEY: (
+        '--allow-nonfinite',
+        'load checkpoints holding NaN / inf values (a warning names the '
+        'tensors); by default that is an error, the weights are corrupt. For '
+        'models that store inf on purpose.'),
+}
+
+
+def add_opt_in_argument(parser: argparse.ArgumentParser, key: str) -> None:
+    """The flag of opt-in ``key`` on a tool: parsing it turns it on."""
+    flag, help_text = _OPT_IN_FLAGS[key]
+    parser.add_argument(
+        flag, action=_OptInAction, const=key,
+        help=f'{help_text} Config equivalent: {key} = True (for that run '
+        'only: never copied into the configs it writes)')
 
 
 def add_allow_pickle_argument(parser: argparse.ArgumentParser) -> None:
-    """``--allow-pickle`` on a tool: parsing it turns the opt-in on."""
-    parser.add_argument(
-        '--allow-pickle',
-        action=_AllowPickleAction,
-        help='load checkpoints that weights_only=True refuses (legacy full '
-        'pickles: official Mona / mmcv 1.x files, files holding Python '
-        'objects) as full pickles. Unpickling can run arbitrary code: only '
-        'for files you trust. Config equivalent: mmpeft_allow_pickle = True')
+    add_opt_in_argument(parser, ALLOW_PICKLE_KEY)
+
+
+def add_allow_nonfinite_argument(parser: argparse.ArgumentParser) -> None:
+    add_opt_in_argument(parser, ALLOW_NONFINITE_KEY)
 
 
 # --------------------------------------------------------------------------
 # Reading a file
 # --------------------------------------------------------------------------
 def safe_types() -> List:
-    """What ``weights_only`` needs beyond tensors and Python containers to
-    read mmengine's training checkpoints, and nothing more:
-
-    * the message hub's ``HistoryBuffer``; its ``__setstate__`` only stores
-      numpy arrays and its statistics methods (a crafted file could put
-      another allowed object there: wrong statistics or an error, no code);
-    * those methods: ``HistoryBuffer.__getstate__`` pickles them as
-      ``getattr(HistoryBuffer, 'mean')``, so the name ``builtins.getattr``
-      maps to :func:`_history_buffer_method`, which returns exactly
-      ``HistoryBuffer.min / max / current / mean`` and refuses anything else
-      (the real ``getattr`` would reach any attribute of any allowed object);
-    * numpy arrays and scalars of numeric dtypes: ``_reconstruct`` and
-      ``scalar`` only build arrays from bytes, ``dtype`` only parses a type
-      code, the dtype classes are listed so that their state can be set;
-      object, string and structured dtypes stay out (an object array would
-      carry arbitrary objects).
-
-    Files written with numpy 2 name ``numpy._core``, hence the aliases."""
-    from mmengine.logging import HistoryBuffer
-    from numpy.core.multiarray import _reconstruct, scalar
-    types = [HistoryBuffer, np.ndarray, np.dtype,
-             (_history_buffer_method, 'builtins.getattr')]
-    types += [type(np.dtype(code)) for code in '?bBhHiIlLqQefdFD']
-    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        types += [(_reconstruct, f'{module}._reconstruct'),
-                  (scalar, f'{module}.scalar')]
-    return types
-
-
-_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
-
-
-def _history_buffer_method(owner, name: str):
-    """``getattr`` as checkpoints may use it: only the statistics methods
-    of mmengine's ``HistoryBuffer``."""
-    from mmengine.logging import HistoryBuffer
-    if owner is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
-        return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(
-        f'GLOBAL builtins.getattr refused for ({owner!r}, {name!r}): '
-        'checkpoints may only use it for HistoryBuffer.'
-        f'{"/".join(_HISTORY_BUFFER_METHODS)}.')
+    """What ``weights_only`` may build beyond tensors and Python containers
+    to read mmengine's training checkpoints: the global names of the message
+    hub's ``HistoryBuffer`` and of numeric numpy arrays, scalars and dtypes,
+    each mapped to a stand-in that only records checked plain data
+    (:mod:`mmpeft.engine.pickle_allowlist`), and ``builtins.getattr`` for
+    ``HistoryBuffer.min / max / current / mean`` alone. Object, string and
+    structured dtypes stay out (an object array would carry arbitrary
+    objects)."""
+    return safe_globals()
 
 
 def load_file(path: str,
@@ -157,14 +185,16 @@ def load_file(path: str,
               allow_pickle: Optional[bool] = None):
     """``torch.load`` of a local file with ``weights_only=True`` and
     :func:`safe_types`; a file that needs more is refused (or, with the
-    opt-in, loaded as a full pickle with a warning naming it).
+    opt-in, loaded as a full pickle with a warning naming it). A file with a
+    SHA-256 record beside it must match it, and every floating-point tensor
+    must be finite (unless ``mmpeft_allow_nonfinite``).
 
     ``mmap`` memory-maps the tensors of zip-format files (reading only the
     metadata). Raises :class:`CheckpointReadError` naming ``path`` and what
     is wrong with it."""
     path = osp.expanduser(str(path))
     if allow_pickle is None:
-        allow_pickle = _allow_pickle
+        allow_pickle = pickle_allowed()
     if not osp.exists(path):
         raise CheckpointReadError(
             f'Checkpoint {path!r} does not exist. Check the path (a relative '
@@ -178,16 +208,27 @@ def load_file(path: str,
             f'Checkpoint {path!r} is empty (0 bytes): it was never written '
             'completely (an interrupted copy or download, a full disk). '
             'Copy or download it again, or use another checkpoint.')
+    check_digest(path)
     mmap = mmap and zipfile.is_zipfile(path)
     try:
         with torch.serialization.safe_globals(safe_types()):
-            return torch.load(path, map_location=map_location, mmap=mmap,
-                              weights_only=True)
+            checkpoint = rebuild(
+                torch.load(path, map_location=map_location, mmap=mmap,
+                           weights_only=True))
     except Exception as error:  # torch raises half a dozen types here
+        if REFUSED in str(error):
+            raise UnsafeCheckpointError(
+                f'Refused to load {path!r}: it builds message-hub or numpy '
+                'state that mmengine does not write, i.e. a crafted or '
+                f'corrupt file ({_refused_state(error)}). Use another '
+                'checkpoint.') from error
         refused = _refused_globals(error)
         if refused is None:
             raise CheckpointReadError(_unreadable_message(path, size,
                                                           error)) from error
+    else:
+        check_finite(checkpoint, path)
+        return checkpoint
     if not allow_pickle:
         raise UnsafeCheckpointError(
             f'Refused to load {path!r}: it holds pickled Python objects or '
@@ -206,10 +247,86 @@ def load_file(path: str,
         logger='current',
         level=logging.WARNING)
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        checkpoint = torch.load(path, map_location=map_location,
+                                weights_only=False)
     except Exception as error:
         raise CheckpointReadError(_unreadable_message(path, size,
                                                       error)) from error
+    check_finite(checkpoint, path)
+    return checkpoint
+
+
+def check_digest(path: str) -> None:
+    """Raise :class:`CorruptCheckpointError` if ``path`` has a SHA-256
+    record beside it (written by mmpeft with the file) that its bytes no
+    longer match."""
+    try:
+        recorded = recorded_sha256(path)
+    except ValueError as error:
+        raise CorruptCheckpointError(str(error)) from error
+    if recorded is not None and file_sha256(path) != recorded:
+        raise CorruptCheckpointError(
+            f'Checkpoint {path!r} is corrupt since it was written: its bytes '
+            f'no longer match the SHA-256 recorded beside it ({path}.sha256) '
+            'when it was saved (a disk or copy error). Use another checkpoint '
+            '(e.g. the previous iter_*.pth), or copy it again from a good '
+            'source. If you changed the file on purpose, delete '
+            f'{path}.sha256.')
+
+
+def nonfinite_tensors(obj, prefix: str = '') -> List[str]:
+    """Where ``obj`` (a loaded checkpoint) holds floating-point tensors with
+    NaN or inf values: ``'state_dict.w (3 NaN, 0 inf of 40)'`` each."""
+    if isinstance(obj, torch.Tensor):
+        if not (obj.is_floating_point() or obj.is_complex()) or \
+                bool(torch.isfinite(obj).all()):
+            return []
+        nan = int(torch.isnan(obj).sum())
+        inf = int((~torch.isfinite(obj)).sum()) - nan
+        return [f'{prefix} ({nan} NaN, {inf} inf of {obj.numel()})']
+    if isinstance(obj, Mapping):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return []
+    found = []
+    for key, value in items:
+        found += nonfinite_tensors(value, f'{prefix}.{key}' if prefix else
+                                   str(key))
+    return found
+
+
+def check_finite(checkpoint, path: str) -> None:
+    """Raise :class:`NonFiniteCheckpointError` if a floating-point tensor of
+    ``checkpoint`` (read from ``path``) holds NaN or inf: the weights of a
+    diverged run, or a file damaged in a way its format does not detect.
+    ``mmpeft_allow_nonfinite`` turns it into a warning."""
+    bad = nonfinite_tensors(checkpoint)
+    if not bad:
+        return
+    listed = '; '.join(bad[:5]) + (f'; and {len(bad) - 5} more'
+                                   if len(bad) > 5 else '')
+    if opt_in(ALLOW_NONFINITE_KEY):
+        print_log(f'Loading {path!r} with non-finite values in {len(bad)} '
+                  f'tensors ({ALLOW_NONFINITE_KEY} is set): {listed}.',
+                  logger='current', level=logging.WARNING)
+        return
+    raise NonFiniteCheckpointError(
+        f'Checkpoint {path!r} holds non-finite values (NaN / inf) in '
+        f'{len(bad)} tensors: {listed}. Weights like these are corrupt (a '
+        'diverged training, a damaged file) and give wrong results. Use '
+        'another checkpoint; if this model stores inf on purpose, pass '
+        '--allow-nonfinite (tools/train.py, test.py, merge_adapters.py) or '
+        f'set {ALLOW_NONFINITE_KEY} = True in the config.')
+
+
+def _refused_state(error: Exception) -> str:
+    text = ' '.join(str(error).split())
+    reason = text[text.index(REFUSED) + len(REFUSED) + 2:]
+    for end in (' Check the ', ' Please file an issue'):
+        reason = reason.split(end)[0]
+    return reason[:300]
 
 
 def _refused_globals(error: Exception) -> Optional[str]:
@@ -226,21 +343,36 @@ def _refused_globals(error: Exception) -> Optional[str]:
     return None  # e.g. "Unsupported operand": not a pickle stream at all
 
 
+_OUT_OF_MEMORY = re.compile(
+    r"can't allocate memory|not enough memory|Unable to allocate|tried to "
+    r'allocate', re.IGNORECASE)
+
+
 def _unreadable_message(path: str, size: int, error: Exception) -> str:
     cause = ' '.join(str(error).split()) or type(error).__name__
     if len(cause) > 300:
         cause = cause[:300] + '...'
     with open(path, 'rb') as f:
         head = f.read(4)
-    if head.startswith(b'PK\x03\x04'):
-        what = ('a torch zip archive that is truncated or corrupt (an '
+    fix = 'Copy or download the file again, or use another checkpoint.'
+    if isinstance(error, MemoryError) or _OUT_OF_MEMORY.search(cause):
+        what = ('it needs more memory than this machine has: a tensor or '
+                'array in it declares that size (a crafted or corrupt file, '
+                'or a checkpoint too large for this machine)')
+        fix = ('Use another checkpoint, or load this one on a machine with '
+               'more memory.')
+    elif not head.startswith(b'PK\x03\x04'):
+        what = ('it is not a torch checkpoint (no torch zip archive, no '
+                'pickle stream), or a truncated legacy-format one')
+    elif not zipfile.is_zipfile(path) or 'PytorchStreamReader' in cause:
+        what = ('it is a torch zip archive that is truncated or corrupt (an '
                 'interrupted save, copy or download)')
     else:
-        what = ('not a torch checkpoint (no torch zip archive, no pickle '
-                'stream), or a truncated legacy-format one')
-    return (f'Cannot read checkpoint {path!r} ({size} bytes): it is {what}. '
-            f'torch.load said: {type(error).__name__}: {cause}. Copy or '
-            'download the file again, or use another checkpoint.')
+        what = ('it is a complete torch zip archive whose contents do not '
+                'rebuild into tensors and containers (a crafted or corrupt '
+                'file)')
+    return (f'Cannot read checkpoint {path!r} ({size} bytes): {what}. '
+            f'torch.load said: {type(error).__name__}: {cause}. {fix}')
 
 
 # --------------------------------------------------------------------------

@@ -36,7 +36,8 @@ from torch import nn
 
 from ..models.peft_backbone import (PEFTBackboneMixin, _preview,
                                     merge_adapters)
-from .checkpoint_io import DEPLOY_CONFIG_KEY, load_file
+from .checkpoint_digest import replace_with_digest
+from .checkpoint_io import DEPLOY_CONFIG_KEY, load_file, without_opt_ins
 from .param_table import adapter_prefixes, unwrap_model
 
 ADAPTER_META_KEY = 'mmpeft_adapters'
@@ -60,9 +61,11 @@ def companion_paths(checkpoint: str) -> Dict[str, str]:
                 adapters=f'{stem}_adapters.pth')
 
 
-def atomic_write(write: Callable[[str], None], path: str) -> None:
+def atomic_write(write: Callable[[str], None], path: str,
+                 digest: bool = False) -> None:
     """``write(tmp)`` to a temporary file in the target's directory, then
-    ``os.replace`` it: a reader never sees half a file, a crash leaves none."""
+    ``os.replace`` it: a reader never sees half a file, a crash leaves none.
+    ``digest``: record its SHA-256 beside it (checkpoints; checked on load)."""
     directory = osp.dirname(osp.abspath(path))
     os.makedirs(directory, exist_ok=True)
     stem, ext = osp.splitext(osp.basename(path))
@@ -78,7 +81,10 @@ def atomic_write(write: Callable[[str], None], path: str) -> None:
         write(tmp)
         with open(tmp, 'rb+') as f:
             os.fsync(f.fileno())  # on disk before the name points at it
-        os.replace(tmp, path)
+        if digest:
+            replace_with_digest(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):
             os.remove(tmp)
@@ -86,7 +92,7 @@ def atomic_write(write: Callable[[str], None], path: str) -> None:
 
 
 def save_atomic(obj, path: str) -> None:
-    atomic_write(lambda tmp: torch.save(obj, tmp), path)
+    atomic_write(lambda tmp: torch.save(obj, tmp), path, digest=True)
 
 
 def write_text_atomic(text: str, path: str) -> None:
@@ -346,9 +352,10 @@ def deploy_config(cfg: Config, merged: nn.Module, checkpoint: str) -> Config:
     mmpeft's training hooks are dropped, and so is ``import mmpeft`` when
     nothing in the config needs it any more. ``adapters_merged = True``
     marks it, so that ``tools/test.py`` refuses training checkpoints under
-    it."""
+    it. Opt-ins (``mmpeft_allow_pickle`` ...) are left out: they were given
+    to the training run, not to whoever evaluates the deploy files."""
     name, backbone = find_peft_backbone(merged)
-    plain = cfg.to_dict()
+    plain = without_opt_ins(cfg.to_dict())
     parent = plain['model']
     *path, leaf = name.split('.')
     for part in path:

@@ -4,7 +4,10 @@ Two runs writing into one work dir interleave their ``iter_N.pth`` files and
 their companions (``iter_6_adapters.pth`` of one run beside ``iter_6.pth`` of
 the other) and both exit 0. :class:`WorkDirLockHook` makes the second run stop
 at ``before_train``, before it saves anything, with an error naming
-the run that holds the work dir. The lock is a JSON file in the work dir
+the run that holds the work dir; ``tools/train.py`` takes the lock even
+earlier, before mmengine's Runner writes its config copy and log into the
+work dir (:func:`lock_work_dir`; the hook adopts it), so a refused run has
+written nothing there. The lock is a JSON file in the work dir
 (pid, host, start time, command line), created with ``O_EXCL``; it is removed
 when the run ends, or when its process exits on an error. A lock left by a
 killed run (its pid no longer exists on this host) is taken over with a
@@ -19,6 +22,7 @@ Under DDP only rank 0 locks and cleans.
 """
 import atexit
 import json
+import logging
 import os
 import os.path as osp
 import re
@@ -26,10 +30,11 @@ import socket
 import sys
 import time
 import uuid
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
 LOCK_NAME = 'mmpeft_run.lock'
@@ -37,6 +42,8 @@ LOCK_NAME = 'mmpeft_run.lock'
 # mmpeft.compat's checkpoint save ('.iter_4.pth.<pid>.<hex8>.tmp') and
 # mmpeft.engine.export.atomic_write ('.iter_4_deploy.<mkstemp>.tmp.pth').
 TEMP_NAME = re.compile(r'^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$')
+# Locks this process took before its runner was built: lock file -> token.
+_taken_early: Dict[str, str] = {}
 
 
 class WorkDirLockedError(RuntimeError):
@@ -92,10 +99,16 @@ class WorkDirLockHook(Hook):
         self.release()
 
     # ---------------------------------------------------------------- lock
-    def acquire(self, work_dir: str, logger) -> None:
-        """Create the lock file, or raise :class:`WorkDirLockedError`."""
+    def acquire(self, work_dir: str, logger=None) -> None:
+        """Create the lock file, or raise :class:`WorkDirLockedError`; a lock
+        this process took with :func:`lock_work_dir` is adopted."""
         os.makedirs(work_dir, exist_ok=True)
         path = osp.join(osp.abspath(work_dir), LOCK_NAME)
+        early = _taken_early.pop(path, None)
+        if early is not None and _read_lock(path).get('token') == early:
+            self._path, self._token = path, early
+            atexit.register(self.release)
+            return
         record = dict(pid=os.getpid(), host=socket.gethostname(),
                       started=time.strftime('%Y-%m-%d %H:%M:%S %Z'),
                       command=' '.join(sys.argv), token=self._token)
@@ -107,9 +120,10 @@ class WorkDirLockHook(Hook):
                 reason = _stale_reason(holder)
                 if reason is None:
                     raise WorkDirLockedError(_locked_message(path, holder))
-                logger.warning(
+                print_log(
                     f'WorkDirLockHook: taking over the lock {path} of '
-                    f'{_describe(holder)}: {reason}.')
+                    f'{_describe(holder)}: {reason}.',
+                    logger=logger or 'current', level=logging.WARNING)
                 try:
                     os.remove(path)
                 except FileNotFoundError:
@@ -127,6 +141,18 @@ class WorkDirLockHook(Hook):
         path, self._path = self._path, None
         if path is not None and _read_lock(path).get('token') == self._token:
             os.remove(path)
+
+
+def lock_work_dir(work_dir: str) -> None:
+    """Lock ``work_dir`` for this process now, before a runner is built
+    (mmengine's Runner writes its config copy and log into the work dir when
+    it is built, before any hook runs); the run's ``WorkDirLockHook`` adopts
+    the lock at ``before_train``. Raises :class:`WorkDirLockedError`, having
+    written nothing, if another run holds it. Released when the process
+    exits if no hook adopted it."""
+    holder = WorkDirLockHook(clean_temp_files=False)
+    holder.acquire(work_dir)
+    _taken_early[holder._path] = holder._token
 
 
 def _read_lock(path: str) -> dict:
