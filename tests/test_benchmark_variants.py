@@ -262,3 +262,45 @@ def test_fused_attention_flops_are_counted():
     attention = 2 * 2 * tokens * tokens * 32 / 1e9  # q k^T and w v, 2 layers
     assert flops['sdpa'] == pytest.approx(flops['packed'], rel=1e-9)
     assert flops['sdpa'] > attention
+
+
+def test_frontier_table_joins_the_runs_by_method(tmp_path):
+    """One row per method across hosts (lora_swin and lora_vit are lora),
+    three cells per run, ratios as each run measured them."""
+    import json
+
+    def result(row, trainable, ms, mib, reference='full', ratio=0.5):
+        return dict(row=row, backbone_trainable_params=trainable,
+                    backbone_params=1e6, train_ms=ms, train_peak_mib=mib,
+                    reference=reference,
+                    ratios=dict(train_ms=ratio, train_peak_mib=ratio))
+
+    swin = dict(source='swin-t', variants=dict(
+        full=result('full', 1e6, 100.0, 50.0, ratio=1.0),
+        mona=result('mona', 4e4, 60.0, 20.0),
+        lora_swin_last2=result('lora, late blocks', 2e4, 40.0, 10.0,
+                               ratio=0.4)))
+    vit = dict(source='vit-s', variants=dict(
+        full=result('full', 1e6, 200.0, 80.0, ratio=1.0),
+        full_sdpa=result('full, sdpa attention', 1e6, 150.0, 40.0,
+                         ratio=0.75),
+        lora_vit_lasthalf=result('lora, late blocks', 1e4, 90.0, 30.0,
+                                 reference='full_packed', ratio=0.45)))
+    paths = []
+    for doc in (swin, vit):
+        paths.append(str(tmp_path / f"{doc['source']}.json"))
+        with open(paths[-1], 'w') as f:
+            json.dump(doc, f)
+    table = load_tool('benchmarks/frontier_table').main(paths).splitlines()
+    assert table[0] == ('| method | swin-t trainable | swin-t step ms | '
+                        'swin-t peak MiB | vit-s trainable | vit-s step ms '
+                        '| vit-s peak MiB |')
+    rows = {line.split(' | ')[0][2:]: line for line in table[2:]
+            if line.startswith('| ')}
+    assert list(rows) == ['full', 'mona', 'lora, late blocks',
+                          'full, sdpa attention']
+    assert rows['lora, late blocks'] == (
+        '| lora, late blocks | 0.020M (2.00%) | 40.0 (0.40x) | 10.0 (0.40x) '
+        '| 0.010M (1.00%) | 90.0 (0.45x of full_packed) | '
+        '30.0 (0.45x of full_packed) |')
+    assert rows['mona'].endswith('| 20.0 (0.50x) |  |  |  |')

@@ -153,7 +153,8 @@ def _assert_same_training_step(model, hand):
     for name, grad in ref_grads.items():
         assert grad.abs().sum() > 0, name
         torch.testing.assert_close(grads[name], grad, rtol=1e-4,
-                                   atol=1e-5 * grad.abs().max().item(), msg=name)
+                                   atol=1e-5 * grad.abs().max().item(),
+                                   msg=name)
 
 
 def test_the_first_trainable_block_is_read_at_run_time():
@@ -210,7 +211,8 @@ def test_checkpointed_blocks_give_the_same_gradients():
     assert set(grads[0]) == set(grads[1]) == set(plain.adapter_param_names())
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-5,
-                                   atol=1e-6 * grad.abs().max().item(), msg=name)
+                                   atol=1e-6 * grad.abs().max().item(),
+                                   msg=name)
 
 
 @pytest.mark.parametrize('selection, message', [

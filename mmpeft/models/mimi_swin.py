@@ -132,9 +132,9 @@ class MiMiSwin(AdapterSwinTransformer):
             raise ValueError(
                 f'MiMiSwin: adapter_widths needs {len(slots)} integers >= 0 '
                 '(two slots per adapted block: attention then FFN, blocks in '
-                f'stage order), got {len(widths)}: {list(widths)!r}. Take it from '
-                "MiMiSwin.deploy_backbone_cfg() or the training checkpoint's "
-                "meta['mimi']['widths'].")
+                f'stage order), got {len(widths)}: {list(widths)!r}. Take it '
+                "from MiMiSwin.deploy_backbone_cfg() or the training "
+                "checkpoint's meta['mimi']['widths'].")
         for (name, old), width in zip(slots, widths):
             block_name, slot = name.rsplit('.', 1)
             setattr(
