@@ -266,7 +266,8 @@ def test_fused_attention_flops_are_counted():
 
 def test_frontier_table_joins_the_runs_by_method(tmp_path):
     """One row per method across hosts (lora_swin and lora_vit are lora),
-    three cells per run, ratios as each run measured them."""
+    in the runs' order, three cells per run, ratios as each run measured
+    them."""
     import json
 
     def result(row, trainable, ms, mib, reference='full', ratio=0.5):
@@ -297,8 +298,8 @@ def test_frontier_table_joins_the_runs_by_method(tmp_path):
                         '| vit-s peak MiB |')
     rows = {line.split(' | ')[0][2:]: line for line in table[2:]
             if line.startswith('| ')}
-    assert list(rows) == ['full', 'mona', 'lora, late blocks',
-                          'full, sdpa attention']
+    assert list(rows) == ['full', 'full, sdpa attention', 'mona',
+                          'lora, late blocks']
     assert rows['lora, late blocks'] == (
         '| lora, late blocks | 0.020M (2.00%) | 40.0 (0.40x) | 10.0 (0.40x) '
         '| 0.010M (1.00%) | 90.0 (0.45x of full_packed) | '

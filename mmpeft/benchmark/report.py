@@ -208,10 +208,18 @@ def frontier_markdown(docs: List[dict]) -> str:
     (one JSON document per family, e.g. Swin-T and ViT-S): per run, the
     trainable backbone parameters, the step time and the peak memory, ratios
     to full fine-tuning with the same attention kernel. Rows are matched by
-    the variants' ``row`` (``lora_swin`` and ``lora_vit`` are ``lora``)."""
-    rows = list(dict.fromkeys(r.get('row', name) for doc in docs
-                              for name, r in doc['variants'].items()
-                              if r.get('train_ms') is not None))
+    the variants' ``row`` (``lora_swin`` and ``lora_vit`` are ``lora``); a
+    row only one run has comes after that run's previous row."""
+    rows: List[str] = []
+    for doc in docs:
+        previous = None
+        for name, r in doc['variants'].items():
+            if r.get('train_ms') is None:
+                continue
+            row = r.get('row', name)
+            if row not in rows:
+                rows.insert(rows.index(previous) + 1 if previous else 0, row)
+            previous = row
     by_row = [{r.get('row', name): r for name, r in doc['variants'].items()}
               for doc in docs]
     head = '| method |' + ''.join(
