@@ -305,3 +305,24 @@ def test_frontier_table_joins_the_runs_by_method(tmp_path):
         '| 0.010M (1.00%) | 90.0 (0.45x of full_packed) | '
         '30.0 (0.45x of full_packed) |')
     assert rows['mona'].endswith('| 20.0 (0.50x) |  |  |  |')
+
+
+def test_host_forms_skip_a_backbone_without_the_host_options(monkeypatch):
+    """A method whose backbone does not take adapter_blocks or
+    frozen_activations_dtype gets no such form."""
+    from mmengine.registry import MODELS
+
+    class NoOptionsBackbone(nn.Module):
+
+        def __init__(self, depth: int = 2, **kwargs):
+            super().__init__()
+
+    monkeypatch.setitem(MODELS._module_dict, 'NoOptionsBackbone',
+                        NoOptionsBackbone)
+    method = methods.Method('stock_probe', 'swin',
+                            dict(type='NoOptionsBackbone'), paper='test')
+    monkeypatch.setitem(methods.METHODS, method.name, method)
+    names = [v.name for v in bench.SWIN.variants
+             if v.name.startswith('stock_probe')]
+    assert names == [f'stock_probe{f}' for f in FORMS]
+    assert 'mona_last2' in {v.name for v in bench.SWIN.variants}

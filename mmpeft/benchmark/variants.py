@@ -216,6 +216,18 @@ def _first_paragraph(doc: Optional[str]) -> str:
     return ' '.join((doc or '').strip().split('\n\n')[0].split()).rstrip('.')
 
 
+def _takes(backbone_type: str, args: dict) -> bool:
+    """Whether the backbone class takes every argument of ``args`` (a host
+    form applies to the methods whose backbone has the host's options); an
+    unregistered class is left to ``Variant.registered``."""
+    cls = MODELS.get(backbone_type)
+    if cls is None:
+        return True
+    names = {name for klass in cls.__mro__ if '__init__' in klass.__dict__
+             for name in inspect.signature(klass.__init__).parameters}
+    return set(args) <= names
+
+
 def method_variants(method: Method) -> Tuple[Variant, ...]:
     """The derived forms of ``method``, then its extra forms."""
     name = method.name
@@ -241,7 +253,8 @@ def method_variants(method: Method) -> Tuple[Variant, ...]:
         Variant(f'{name}_{form.suffix}', f'{name}, {form.summary}', method,
                 host_args=form.host_args, infers=False, default=False,
                 frontier=True, row=f'{row}, {form.row}')
-        for form in HOST_FORMS if method.host in form.hosts)
+        for form in HOST_FORMS if method.host in form.hosts
+        and _takes(method.backbone['type'], form.host_args({})))
     return variants + host_forms + tuple(
         Variant(f'{name}_{form.suffix}', f'{name}, {form.summary}', method,
                 adapter_overrides=form.adapter_overrides, default=False)
