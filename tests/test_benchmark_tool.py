@@ -28,10 +28,12 @@ PRESET_HOSTS = {'tiny-swin': 'swin', 'tiny-vit': 'vit'}
 
 def expected_variants(host):
     """The default variants by the rule of docs/benchmarks.md: the three
-    references, the freeze-policy methods that train part of the backbone,
-    then four forms of each registered method on ``host`` (the own
-    papers' forms only when named)."""
-    return ['full', 'full_cp', 'frozen'] + [
+    references (and, on the ViT, full fine-tuning with the packed attention
+    kernel its PEFT host runs), the freeze-policy methods that train part of
+    the backbone, then four forms of each registered method on ``host`` (the
+    own papers' forms only when named)."""
+    return ['full', 'full_cp', 'frozen'] + (
+        ['full_packed'] if host == 'vit' else []) + [
         f'{name}_{host}' for name in ('bitfit', 'normtuning', 'partial1')
     ] + [
         f'{m.name}{form}' for m in methods_for(host)

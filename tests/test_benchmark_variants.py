@@ -163,3 +163,181 @@ def test_swin_family_works_without_mmseg(monkeypatch):
         bench.family_of(nn.Linear)
     with pytest.raises(ImportError, match='vit family needs mmseg'):
         bench.VIT.stock
+
+
+def _cfg(family, preset, variant_name):
+    variant = next(v for v in family.variants if v.name == variant_name)
+    preset = bench.PRESETS[preset]
+    return bench.variants.variant_backbone_cfg(
+        family, bench.preset_backbone_cfg(preset, preset.img_size), variant)
+
+
+def test_late_block_forms_select_the_last_stages_or_the_last_half():
+    swin = _cfg(bench.SWIN, 'swin-t', 'mona_last2')
+    assert swin['adapter_blocks'] == dict(stages=[-2, -1])
+    assert swin['type'] is MonaSwinTransformer and not swin['adapter_cp']
+    vit = _cfg(bench.VIT, 'vit-s', 'lora_vit_lasthalf')
+    assert vit['adapter_blocks'] == dict(layers=[6, 7, 8, 9, 10, 11])
+    assert _cfg(bench.VIT, 'tiny-vit', 'repadapter_lasthalf')[
+        'adapter_blocks'] == dict(layers=[1])
+    saves = _cfg(bench.SWIN, 'tiny-swin', 'lora_swin_bf16saves')
+    assert saves['frozen_activations_dtype'] == 'bfloat16'
+    for family in bench.FAMILIES.values():
+        for method in methods.methods_for(family.name):
+            names = {v.name for v in family.variants}
+            late = 'last2' if family.name == 'swin' else 'lasthalf'
+            assert {f'{method.name}_{late}',
+                    f'{method.name}_bf16saves'} <= names
+
+
+def test_all_train_is_every_method_with_its_references():
+    for family in bench.FAMILIES.values():
+        chosen = [v.name for v in bench.select_variants(
+            family, ['all-train'], measure=('train', ))]
+        assert {'full', 'frozen'} <= set(chosen)
+        for method in methods.methods_for(family.name):
+            assert method.name in chosen
+            assert f'{method.name}_bf16saves' in chosen
+        for pm in methods.POLICY_METHODS.values():
+            if pm.host == family.name and pm.policy:
+                assert pm.name in chosen
+        assert not [n for n in chosen
+                    if n.endswith(('_cp', '_deploy', '_literal'))]
+    vit = [v.name for v in bench.select_variants(bench.VIT, ['all-train'])]
+    assert 'full_sdpa' in vit and 'lora_vit_sdpa' in vit
+    swin = [v.name for v in bench.select_variants(bench.SWIN, ['all-train'])]
+    assert {'mona_last2', 'lora_swin_last2'} <= set(swin)
+    assert not [n for n in swin if 'sdpa' in n]
+
+
+def test_a_method_on_another_attention_kernel_gets_its_reference_row():
+    preset = bench.PRESETS['vit-s']
+    base = bench.preset_backbone_cfg(preset, preset.img_size)
+    chosen = bench.select_variants(bench.VIT, ['full', 'frozen', 'lora_vit',
+                                               'lora_vit_sdpa'])
+    variants, references, notes = bench.add_kernel_references(
+        bench.VIT, base, chosen)
+    assert [v.name for v in variants] == [
+        'full', 'frozen', 'full_packed', 'full_sdpa', 'lora_vit',
+        'lora_vit_sdpa']
+    assert references == dict(full='full', frozen='full',
+                              full_packed='full', full_sdpa='full',
+                              lora_vit='full_packed',
+                              lora_vit_sdpa='full_sdpa')
+    assert len(notes) == 2 and 'lora_vit:' in notes[0]
+    reference = next(v for v in variants if v.name == 'full_packed')
+    cfg = bench.variants.variant_backbone_cfg(bench.VIT, base, reference)
+    assert cfg['attention'] == 'packed' and cfg['train_backbone']
+    assert bench.variants.attention_kernel(cfg) == 'packed'
+    from mmpeft.models.vit import ATTENTION_KERNELS
+    assert ('stock', ) + bench.variants.ATTENTION_KERNELS['vit'] == \
+        ATTENTION_KERNELS
+    # Swin blocks run the stock attention: nothing to add.
+    swin = bench.select_variants(bench.SWIN, ['full', 'lora_swin'])
+    tiny = bench.PRESETS['tiny-swin']
+    variants, references, notes = bench.add_kernel_references(
+        bench.SWIN, bench.preset_backbone_cfg(tiny, tiny.img_size), swin)
+    assert [v.name for v in variants] == ['full', 'lora_swin'] and not notes
+    assert set(references.values()) == {'full'}
+
+
+def test_ratios_are_to_the_reference_with_the_same_kernel(tmp_path):
+    doc = load_tool('benchmark').main([
+        '--preset', 'tiny-vit', '--measure', 'train', '--variants', 'full',
+        'lora_vit', '--repeats', '1', '--warmup', '0', '--out',
+        str(tmp_path / 'kernels')])
+    variants = doc['variants']
+    assert list(variants) == ['full', 'full_packed', 'lora_vit']
+    assert variants['lora_vit']['reference'] == 'full_packed'
+    assert variants['full_packed']['reference'] == 'full'
+    for metric in ('train_ms', 'train_peak_mib'):
+        assert variants['lora_vit']['ratios'][metric] == pytest.approx(
+            variants['lora_vit'][metric] / variants['full_packed'][metric])
+    assert variants['full_packed']['backbone_trainable_params'] == \
+        variants['full']['backbone_trainable_params']
+    assert any('full_packed' in note for note in doc['notes'])
+    table = bench.frontier_markdown([doc])
+    assert '| lora |' in table and 'of full_packed)' in table
+
+
+def test_fused_attention_flops_are_counted():
+    """FlopAnalyzer has no handle for scaled_dot_product_attention: the
+    benchmark adds one, so both kernels count the same attention."""
+    import torch
+
+    from mmpeft.benchmark.counts import backbone_gflops
+    from mmpeft.models import AdapterVisionTransformer
+    arch = dict(img_size=(64, 64), patch_size=8, embed_dims=32,
+                num_layers=2, num_heads=2)
+    image = torch.randn(1, 3, 64, 64)
+    flops = {kernel: backbone_gflops(AdapterVisionTransformer(
+        **arch, adapters=dict(), attention=kernel), image)
+        for kernel in ('packed', 'sdpa')}
+    tokens = 65
+    attention = 2 * 2 * tokens * tokens * 32 / 1e9  # q k^T and w v, 2 layers
+    assert flops['sdpa'] == pytest.approx(flops['packed'], rel=1e-9)
+    assert flops['sdpa'] > attention
+
+
+def test_frontier_table_joins_the_runs_by_method(tmp_path):
+    """One row per method across hosts (lora_swin and lora_vit are lora),
+    in the runs' order, three cells per run, ratios as each run measured
+    them."""
+    import json
+
+    def result(row, trainable, ms, mib, reference='full', ratio=0.5):
+        return dict(row=row, backbone_trainable_params=trainable,
+                    backbone_params=1e6, train_ms=ms, train_peak_mib=mib,
+                    reference=reference,
+                    ratios=dict(train_ms=ratio, train_peak_mib=ratio))
+
+    swin = dict(source='swin-t', variants=dict(
+        full=result('full', 1e6, 100.0, 50.0, ratio=1.0),
+        mona=result('mona', 4e4, 60.0, 20.0),
+        lora_swin_last2=result('lora, late blocks', 2e4, 40.0, 10.0,
+                               ratio=0.4)))
+    vit = dict(source='vit-s', variants=dict(
+        full=result('full', 1e6, 200.0, 80.0, ratio=1.0),
+        full_sdpa=result('full, sdpa attention', 1e6, 150.0, 40.0,
+                         ratio=0.75),
+        lora_vit_lasthalf=result('lora, late blocks', 1e4, 90.0, 30.0,
+                                 reference='full_packed', ratio=0.45)))
+    paths = []
+    for doc in (swin, vit):
+        paths.append(str(tmp_path / f"{doc['source']}.json"))
+        with open(paths[-1], 'w') as f:
+            json.dump(doc, f)
+    table = load_tool('benchmarks/frontier_table').main(paths).splitlines()
+    assert table[0] == ('| method | swin-t trainable | swin-t step ms | '
+                        'swin-t peak MiB | vit-s trainable | vit-s step ms '
+                        '| vit-s peak MiB |')
+    rows = {line.split(' | ')[0][2:]: line for line in table[2:]
+            if line.startswith('| ')}
+    assert list(rows) == ['full', 'full, sdpa attention', 'mona',
+                          'lora, late blocks']
+    assert rows['lora, late blocks'] == (
+        '| lora, late blocks | 0.020M (2.00%) | 40.0 (0.40x) | 10.0 (0.40x) '
+        '| 0.010M (1.00%) | 90.0 (0.45x of full_packed) | '
+        '30.0 (0.45x of full_packed) |')
+    assert rows['mona'].endswith('| 20.0 (0.50x) |  |  |  |')
+
+
+def test_host_forms_skip_a_backbone_without_the_host_options(monkeypatch):
+    """A method whose backbone does not take adapter_blocks or
+    frozen_activations_dtype gets no such form."""
+    from mmengine.registry import MODELS
+
+    class NoOptionsBackbone(nn.Module):
+
+        def __init__(self, depth: int = 2, **kwargs):
+            super().__init__()
+
+    monkeypatch.setitem(MODELS._module_dict, 'NoOptionsBackbone',
+                        NoOptionsBackbone)
+    method = methods.Method('stock_probe', 'swin',
+                            dict(type='NoOptionsBackbone'), paper='test')
+    monkeypatch.setitem(methods.METHODS, method.name, method)
+    names = [v.name for v in bench.SWIN.variants
+             if v.name.startswith('stock_probe')]
+    assert names == [f'stock_probe{f}' for f in FORMS]
+    assert 'mona_last2' in {v.name for v in bench.SWIN.variants}

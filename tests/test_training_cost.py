@@ -1,5 +1,6 @@
 """Cheaper PEFT training with the same maths: ``adapter_cp`` (adapters
-recomputed in backward) and the packed self-attention of the ViT layers."""
+recomputed in backward), the packed self-attention of the ViT layers and the
+attention kernels of ``AdapterVisionTransformer`` (``attention=``)."""
 import pytest
 import torch
 from torch.autograd.graph import saved_tensors_hooks
@@ -131,3 +132,97 @@ def test_packed_self_attention_is_the_stock_attention(frozen):
     assert len(grads) == len(ref_grads) == (1 if frozen else 5)
     for grad, expected in zip(grads, ref_grads):
         torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
+
+
+# The attention kernels of AdapterVisionTransformer: same maths, one kernel
+# for every layer, full fine-tuning on the host with train_backbone.
+KERNEL_VIT = dict(img_size=(32, 32), patch_size=4, embed_dims=32,
+                  num_layers=2, num_heads=2, mlp_ratio=2, out_indices=(0, 1))
+
+
+def _kernel_step(model, x):
+    model.train()
+    outs = model(x)
+    torch.manual_seed(4)
+    loss = sum((out * torch.randn_like(out)).sum() for out in outs)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(
+        loss, [p for p in model.parameters() if p.requires_grad])
+    return outs, dict(zip(names, grads))
+
+
+@pytest.mark.parametrize('kernel', ['stock', 'packed', 'sdpa'])
+def test_every_attention_kernel_trains_as_the_stock_vit(kernel):
+    from mmseg.models.backbones import VisionTransformer
+
+    from mmpeft.models import AdapterVisionTransformer
+    torch.manual_seed(0)
+    stock = VisionTransformer(**KERNEL_VIT)
+    model = AdapterVisionTransformer(**KERNEL_VIT, adapters=dict(),
+                                     attention=kernel, train_backbone=True)
+    model.load_state_dict(stock.state_dict(), strict=True)
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(getattr(layer, 'attention', 'stock') == kernel
+               for layer in model.layers)
+    x = torch.randn(2, 3, 32, 32)
+    (outs, grads), (refs, ref_grads) = (_kernel_step(m, x)
+                                        for m in (model, stock))
+    for out, ref in zip(outs, refs):
+        torch.testing.assert_close(out, ref, rtol=1e-5,
+                                   atol=1e-5 * ref.abs().max().item())
+    assert set(grads) == set(ref_grads)
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4,
+                                   atol=1e-5 * grad.abs().max().item(),
+                                   msg=name)
+
+
+def test_lora_on_qkv_gives_the_same_gradients_with_either_kernel():
+    from mmpeft.models import AdapterVisionTransformer
+    adapters = dict(attn=dict(qkv=dict(type='LoRA', r=4, alpha=4),
+                              proj=dict(type='LoRA', r=4, alpha=4)))
+    torch.manual_seed(0)
+    models = [AdapterVisionTransformer(**KERNEL_VIT, adapters=adapters,
+                                       attention=kernel)
+              for kernel in ('packed', 'sdpa')]
+    with torch.no_grad():
+        for param in models[0].parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.1)
+    models[1].load_state_dict(models[0].state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    (outs, grads), (refs, ref_grads) = (_kernel_step(m, x) for m in models)
+    for out, ref in zip(outs, refs):
+        torch.testing.assert_close(out, ref, rtol=1e-5,
+                                   atol=1e-5 * ref.abs().max().item())
+    assert set(grads) == set(ref_grads) == set(
+        models[0].adapter_param_names())
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4,
+                                   atol=1e-5 * grad.abs().max().item(),
+                                   msg=name)
+
+
+def test_sdpa_keeps_no_attention_map_for_backward():
+    from mmpeft.models import AdapterVisionTransformer
+    tokens = (32 // 4)**2 + 1
+    shapes = {}
+    for kernel in ('packed', 'sdpa'):
+        model = AdapterVisionTransformer(**KERNEL_VIT, adapters=dict(),
+                                         attention=kernel,
+                                         train_backbone=True)
+        saved = shapes[kernel] = []
+        with saved_tensors_hooks(
+                lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+            _kernel_step(model, torch.randn(2, 3, 32, 32))
+    maps = [s for s in shapes['packed'] if s[-2:] == (tokens, tokens)]
+    assert len(maps) >= 2  # softmax output and the weights @ v, per layer
+    assert not [s for s in shapes['sdpa'] if s[-2:] == (tokens, tokens)]
+
+
+def test_unknown_attention_kernel_is_a_clear_error():
+    from mmpeft.models import AdapterVisionTransformer
+    with pytest.raises(ValueError, match="attention must be one of "
+                       "\\['stock', 'packed', 'sdpa'\\], got 'flash'"):
+        AdapterVisionTransformer(**KERNEL_VIT, adapters=dict(),
+                                 attention='flash')

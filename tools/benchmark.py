@@ -49,7 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='override config keys, e.g. model.backbone.depths=[2,2,6,2]')
     parser.add_argument('--variants', nargs='+',
                         help='variants to measure (default: all registered '
-                        'default variants of the family); must include full')
+                        'default variants of the family); must include full. '
+                        '`all-train` selects every method\'s training cost: '
+                        'the references, the policies, every method and its '
+                        'host forms (late blocks, bf16 saves, sdpa)')
     parser.add_argument('--img-size', type=int, nargs='+',
                         help='input H [W] (default: the preset\'s, or 512)')
     parser.add_argument('--batch-size', type=int,
@@ -93,6 +96,15 @@ def _img_size(args, default):
     return (args.img_size[0], args.img_size[-1])
 
 
+def _with_references(setting, backbone_cfg, variants):
+    """``variants`` plus the full fine-tuning references with their
+    attention kernels (like for like), recorded in ``setting``."""
+    variants, setting.references, notes = bench.add_kernel_references(
+        setting.family, backbone_cfg, variants)
+    setting.notes.extend(notes)
+    return variants
+
+
 def build(args, device):
     """(setting, variants, workloads) for the preset or config in ``args``."""
     if args.config:
@@ -110,7 +122,9 @@ def build(args, device):
             batch_size=args.batch_size or 2, device=device, amp=args.amp,
             repeats=args.repeats, warmup=args.warmup, timer=args.timer,
             measure=tuple(args.measure))
-        variants = bench.select_variants(family, args.variants, args.measure)
+        variants = _with_references(
+            setting, cfg.model.backbone,
+            bench.select_variants(family, args.variants, args.measure))
         workloads = bench.build_model_workloads(cfg, setting, variants)
     else:
         preset = bench.PRESETS[args.preset]
@@ -121,10 +135,12 @@ def build(args, device):
             batch_size=args.batch_size or preset.batch_size, device=device,
             amp=args.amp, repeats=args.repeats, warmup=args.warmup,
             timer=args.timer, measure=tuple(args.measure))
-        variants = bench.select_variants(family, args.variants, args.measure)
-        workloads = bench.build_backbone_workloads(
-            bench.preset_backbone_cfg(preset, setting.img_size), setting,
-            variants)
+        backbone_cfg = bench.preset_backbone_cfg(preset, setting.img_size)
+        variants = _with_references(
+            setting, backbone_cfg,
+            bench.select_variants(family, args.variants, args.measure))
+        workloads = bench.build_backbone_workloads(backbone_cfg, setting,
+                                                   variants)
     if not args.variants:
         for name in bench.skipped_variants(family):
             setting.notes.append(

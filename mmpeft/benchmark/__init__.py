@@ -18,18 +18,21 @@ from .build import build_backbone_workloads, build_model_workloads
 from .families import FAMILIES, SWIN, VIT, Family, Target, family_of
 from .memory import peak_rise_bytes
 from .presets import PRESETS, Preset, preset_backbone_cfg
-from .report import load_average, markdown, plot, report
+from .report import frontier_markdown, load_average, markdown, plot, report
 from .run import Setting, run
 from .timing import TIMERS
-from .variants import (ALIASES, MEASUREMENTS, Variant, select_variants,
+from .variants import (ALIASES, GROUPS, MEASUREMENTS, Variant,
+                       add_kernel_references, select_variants,
                        skipped_variants)
 from .workloads import DEFAULT_OPTIM_WRAPPER
 
 __all__ = [
-    'ALIASES', 'DEFAULT_OPTIM_WRAPPER', 'FAMILIES', 'MEASUREMENTS', 'PRESETS',
-    'SWIN', 'TIMERS', 'VIT', 'Family', 'Preset', 'Setting', 'Target',
-    'Variant', 'build_backbone_workloads', 'build_model_workloads',
-    'family_of', 'load_average', 'markdown', 'peak_rise_bytes', 'plot',
+    'ALIASES', 'DEFAULT_OPTIM_WRAPPER', 'FAMILIES', 'GROUPS', 'MEASUREMENTS',
+    'PRESETS', 'SWIN', 'TIMERS', 'VIT', 'Family', 'Preset', 'Setting',
+    'Target', 'Variant', 'add_kernel_references', 'build_backbone_workloads',
+    'build_model_workloads', 'family_of', 'frontier_markdown', 'load_average',
+    'markdown',
+    'peak_rise_bytes', 'plot',
     'preset_backbone_cfg', 'report', 'run', 'select_variants',
     'skipped_variants'
 ]

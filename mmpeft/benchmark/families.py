@@ -92,6 +92,14 @@ SWIN = Family(
                1.10),
         Target('MiMi shrunk latency / stock', 'mimi_deploy', 'infer_ms',
                1.05),
+        Target('Mona in the last two stages, training step time',
+               'mona_last2', 'train_ms', 0.60),
+        Target('Mona in the last two stages, training peak memory',
+               'mona_last2', 'train_peak_mib', 0.45),
+        Target('LoRA in the last two stages, training step time',
+               'lora_swin_last2', 'train_ms', 0.60),
+        Target('LoRA in the last two stages, training peak memory',
+               'lora_swin_last2', 'train_peak_mib', 0.45),
     ))
 
 VIT = Family(

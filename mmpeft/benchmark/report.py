@@ -12,10 +12,12 @@ RATIO_METRICS = ('train_ms', 'train_peak_mib', 'infer_ms', 'infer_peak_mib',
                  'backbone_trainable_params', 'backbone_gflops')
 
 
-def add_ratios(results: dict, reference: str = 'full') -> None:
-    """``ratios[metric]`` = value / the reference variant's value."""
-    ref = results[reference]
+def add_ratios(results: dict) -> None:
+    """``ratios[metric]`` = value / the value of the variant's reference
+    (full fine-tuning with the same attention kernel; ``full`` unless
+    ``result['reference']`` says otherwise)."""
     for result in results.values():
+        ref = results[result.get('reference', 'full')]
         result['ratios'] = {
             metric: result[metric] / ref[metric]
             for metric in RATIO_METRICS
@@ -109,7 +111,9 @@ def _ratio_cell(result, metric):
 
 
 def markdown(doc: dict) -> str:
-    """The tables of one run, ratios to full fine-tuning in brackets."""
+    """The tables of one run, ratios to full fine-tuning in brackets (to
+    full fine-tuning with the same attention kernel where a row says
+    ``(/ full_<kernel>)``)."""
     lines = [
         f"**{doc['family']}**, {doc['scope']} scope ({doc['source']}), "
         f"{doc['img_size'][0]}x{doc['img_size'][1]}, batch "
@@ -128,8 +132,10 @@ def markdown(doc: dict) -> str:
         params = '-' if trainable is None else (
             f'{trainable / 1e6:.3f}M '
             f"({100 * trainable / r['backbone_params']:.2f}%)")
+        reference = r.get('reference', 'full')
+        label = name if reference == 'full' else f'{name} (/ {reference})'
         lines.append(
-            f"| {name} | {params} | {r['backbone_params'] / 1e6:.2f}M | "
+            f"| {label} | {params} | {r['backbone_params'] / 1e6:.2f}M | "
             f"{_ratio_cell(r, 'train_ms')} | "
             f"{_ratio_cell(r, 'train_peak_mib')} | "
             f"{_ratio_cell(r, 'infer_ms')} | "
@@ -186,3 +192,57 @@ def plot(doc: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _cost_cell(result: dict, metric: str) -> str:
+    value = result.get(metric)
+    if value is None:
+        return '-'
+    reference = result.get('reference', 'full')
+    of = '' if reference == 'full' else f' of {reference}'
+    return f"{_num(value)} ({result['ratios'][metric]:.2f}x{of})"
+
+
+def frontier_markdown(docs: List[dict]) -> str:
+    """One table of every method's training cost across the runs ``docs``
+    (one JSON document per family, e.g. Swin-T and ViT-S): per run, the
+    trainable backbone parameters, the step time and the peak memory, ratios
+    to full fine-tuning with the same attention kernel. Rows are matched by
+    the variants' ``row`` (``lora_swin`` and ``lora_vit`` are ``lora``); a
+    row only one run has comes after that run's previous row."""
+    rows: List[str] = []
+    for doc in docs:
+        previous = None
+        for name, r in doc['variants'].items():
+            if r.get('train_ms') is None:
+                continue
+            row = r.get('row', name)
+            if row not in rows:
+                rows.insert(rows.index(previous) + 1 if previous else 0, row)
+            previous = row
+    by_row = [{r.get('row', name): r for name, r in doc['variants'].items()}
+              for doc in docs]
+    head = '| method |' + ''.join(
+        f" {doc['source']} trainable | {doc['source']} step ms | "
+        f"{doc['source']} peak MiB |" for doc in docs)
+    lines = [head, '|---|' + '---:|---:|---:|' * len(docs)]
+    for row in rows:
+        cells = []
+        for results in by_row:
+            r = results.get(row)
+            if r is None or r.get('train_ms') is None:
+                cells += ['', '', '']
+                continue
+            trainable = r['backbone_trainable_params']
+            cells += [f"{trainable / 1e6:.3f}M "
+                      f"({100 * trainable / r['backbone_params']:.2f}%)",
+                      _cost_cell(r, 'train_ms'),
+                      _cost_cell(r, 'train_peak_mib')]
+        lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+    if any(r.get('reference', 'full') != 'full' for doc in docs
+           for r in doc['variants'].values()):
+        lines += ['', 'Ratios are to full fine-tuning (`full`) unless a cell '
+                  'names another reference: `full_<kernel>` is full '
+                  'fine-tuning with the attention kernel that row\'s host '
+                  'runs (its own ratios are to `full`).']
+    return '\n'.join(lines)

@@ -30,6 +30,8 @@ class Setting:
     timer: str = 'wall'
     measure: Tuple[str, ...] = MEASUREMENTS
     notes: List[str] = field(default_factory=list)
+    # variant -> the variant its ratios are to (default: full)
+    references: Dict[str, str] = field(default_factory=dict)
 
 
 def static_results(workloads: Dict[str, Workload],
@@ -43,6 +45,8 @@ def static_results(workloads: Dict[str, Workload],
         model_trainable, model_total = count_params(workload.module)
         results[variant.name] = dict(
             summary=variant.summary,
+            row=variant.row or variant.name,
+            reference=setting.references.get(variant.name, 'full'),
             # Trainable counts only where the variant trains (a deploy form
             # is measured for inference).
             backbone_trainable_params=trainable if variant.trains else None,

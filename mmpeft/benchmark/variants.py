@@ -16,9 +16,24 @@ NormTuning, Partial-1) adds ``<name>``: the host's stock blocks with the
 policy's part of the backbone training (training only: its deploy model is
 the stock backbone, which ``full`` measures; Fixed is ``frozen``).
 
+Every method also gets the host forms of :data:`HOST_FORMS`, measured when
+named: adapters in the late blocks only (``<name>_last2``: the last two
+Swin stages; ``<name>_lasthalf``: the last half of the ViT layers), frozen
+activations saved in bfloat16 (``<name>_bf16saves``) and, on the ViT, the
+fused attention kernel (``<name>_sdpa``).
+
+Like for like: every ratio compares one attention kernel. A variant whose
+host runs another kernel than the stock backbone (mmpeft's ViT layers:
+``attention='packed'`` by default, or ``'sdpa'``) is compared with
+``full_<kernel>``, full fine-tuning on that host with that kernel, which
+:func:`add_kernel_references` adds to a run that needs it.
+
+``--variants all-train`` selects the frontier (:data:`GROUPS`): the
+references, every policy and method, and each method's host forms.
+
 So a method added to the table is benchmarked with no edit here (a
 method's own-paper form, ``variant_of`` set, only when named: its cost is
-its default's). What is
+its default's; it is no row of the frontier either). What is
 not derived: comparisons of one method's implementations
 (:data:`EXTRA_FORMS`) and the names earlier versions used
 (:data:`ALIASES`).
@@ -54,8 +69,17 @@ class Variant:
             in backward, frozen blocks not).
         prepare: in-place transform after building, e.g. merging adapters.
         adapter_overrides: keys replaced in the method's ``adapter_cfg``.
+        host_args: backbone arguments of the variant, from the backbone
+            config it is built from (e.g. ``adapter_blocks``).
         trains / infers: which of the two measurements apply.
         default: measured unless ``--variants`` says otherwise.
+        frontier: in ``--variants all-train`` (every method's training
+            cost).
+        reference: the variant its ratios are to; None: full fine-tuning
+            with the same attention kernel (:func:`reference_of`).
+        row: its label across hosts in the frontier table (``lora, late
+            blocks`` for ``lora_swin_last2`` and ``lora_vit_lasthalf``);
+            empty: the name.
     """
     name: str
     summary: str
@@ -65,9 +89,13 @@ class Variant:
     adapter_cp: bool = False
     prepare: Optional[Callable[[nn.Module], None]] = None
     adapter_overrides: Optional[dict] = None
+    host_args: Optional[Callable[[dict], dict]] = None
     trains: bool = True
     infers: bool = True
     default: bool = True
+    frontier: bool = False
+    reference: Optional[str] = None
+    row: str = ''
 
     @property
     def registered(self) -> bool:
@@ -77,12 +105,36 @@ class Variant:
 
 
 COMMON = (
-    Variant('full', 'full fine-tuning: stock backbone, every weight trains'),
+    Variant('full', 'full fine-tuning: stock backbone, every weight trains',
+            frontier=True),
     Variant('full_cp', 'full fine-tuning, activation checkpointing',
             with_cp=True, infers=False),
     Variant('frozen', 'stock backbone frozen, only the head trains '
-            '(lower bound)', freeze_all=True),
+            '(lower bound)', freeze_all=True, frontier=True),
 )
+
+# The attention kernels of a host besides its stock one
+# (mmpeft.models.vit.ATTENTION_KERNELS; Swin blocks keep the stock one).
+ATTENTION_KERNELS = {'vit': ('packed', 'sdpa')}
+# The kernels a user picks for full fine-tuning too: a row of the frontier.
+USER_KERNELS = ('sdpa', )
+
+
+def kernel_references(host: str) -> Tuple[Variant, ...]:
+    """``full_<kernel>``: full fine-tuning on the PEFT host with no adapters
+    and that attention kernel (``train_backbone=True``)."""
+    return tuple(
+        Variant(f'full_{kernel}', f'full fine-tuning, {kernel} attention '
+                f'({HOST_TYPES[host]}(attention={kernel!r}, '
+                'train_backbone=True))',
+                Method(f'full_{kernel}', host,
+                       dict(type=HOST_TYPES[host], adapters=dict(),
+                            attention=kernel, train_backbone=True),
+                       'reference'),
+                infers=False, default=False, reference='full',
+                frontier=kernel in USER_KERNELS,
+                row=f'full, {kernel} attention')
+        for kernel in ATTENTION_KERNELS.get(host, ()))
 
 
 class ExtraForm(NamedTuple):
@@ -90,6 +142,53 @@ class ExtraForm(NamedTuple):
     suffix: str
     summary: str
     adapter_overrides: dict
+
+
+class HostForm(NamedTuple):
+    """A training variant ``<method>_<suffix>`` of every method on
+    ``hosts``, built with the backbone arguments ``host_args(cfg)``;
+    ``row`` names it across hosts."""
+    suffix: str
+    summary: str
+    hosts: Tuple[str, ...]
+    host_args: Callable[[dict], dict]
+    row: str
+
+
+def _last_two_stages(cfg: dict) -> dict:
+    return dict(adapter_blocks=dict(stages=[-2, -1]))
+
+
+def _last_half_layers(cfg: dict) -> dict:
+    layers = cfg.get('num_layers', 12)  # mmseg's default depth
+    return dict(adapter_blocks=dict(layers=list(range(layers // 2, layers))))
+
+
+def _bf16_saves(cfg: dict) -> dict:
+    return dict(frozen_activations_dtype='bfloat16')
+
+
+def _sdpa(cfg: dict) -> dict:
+    return dict(attention='sdpa')
+
+
+# The cost levers of the hosts, for every method (measured when named, and
+# in --variants all-train).
+HOST_FORMS = (
+    HostForm('last2', 'adapters in the last two stages only', ('swin', ),
+             _last_two_stages, 'late blocks'),
+    HostForm('lasthalf', 'adapters in the last half of the layers only',
+             ('vit', ), _last_half_layers, 'late blocks'),
+    HostForm('bf16saves', 'frozen activations saved in bfloat16',
+             ('swin', 'vit'), _bf16_saves, 'bf16 saves'),
+    HostForm('sdpa', 'fused attention kernel (attention=\'sdpa\')',
+             ('vit', ), _sdpa, 'sdpa attention'),
+)
+
+
+def _row(name: str, host: str) -> str:
+    """A method's name across hosts: ``lora_swin`` -> ``lora``."""
+    return name[:-len(host) - 1] if name.endswith(f'_{host}') else name
 
 
 # Implementation comparisons of one method, keyed by method name (the
@@ -119,6 +218,18 @@ def _first_paragraph(doc: Optional[str]) -> str:
     return ' '.join((doc or '').strip().split('\n\n')[0].split()).rstrip('.')
 
 
+def _takes(backbone_type: str, args: dict) -> bool:
+    """Whether the backbone class takes every argument of ``args`` (a host
+    form applies to the methods whose backbone has the host's options); an
+    unregistered class is left to ``Variant.registered``."""
+    cls = MODELS.get(backbone_type)
+    if cls is None:
+        return True
+    names = {name for klass in cls.__mro__ if '__init__' in klass.__dict__
+             for name in inspect.signature(klass.__init__).parameters}
+    return set(args) <= names
+
+
 def method_variants(method: Method) -> Tuple[Variant, ...]:
     """The derived forms of ``method``, then its extra forms."""
     name = method.name
@@ -129,9 +240,10 @@ def method_variants(method: Method) -> Tuple[Variant, ...]:
     else:
         deploy = 'deploy form (merge_adapters)'
     default = not method.variant_of  # own-paper forms: only when named
+    row = _row(name, method.host)
     variants = (
         Variant(name, f'{name}: {_describe(method.backbone)}', method,
-                default=default),
+                default=default, frontier=default, row=row),
         Variant(f'{name}_cp', f'{name}, checkpointed frozen blocks', method,
                 with_cp=True, infers=False, default=default),
         Variant(f'{name}_adapter_cp', f'{name}, adapters recomputed in '
@@ -141,7 +253,13 @@ def method_variants(method: Method) -> Tuple[Variant, ...]:
                 prepare=method.deploy or merge_adapters, trains=False,
                 default=default),
     )
-    return variants + tuple(
+    host_forms = tuple(
+        Variant(f'{name}_{form.suffix}', f'{name}, {form.summary}', method,
+                host_args=form.host_args, infers=False, default=False,
+                frontier=default, row=f'{row}, {form.row}')
+        for form in HOST_FORMS if method.host in form.hosts
+        and _takes(method.backbone['type'], form.host_args({})))
+    return variants + host_forms + tuple(
         Variant(f'{name}_{form.suffix}', f'{name}, {form.summary}', method,
                 adapter_overrides=form.adapter_overrides, default=False)
         for form in EXTRA_FORMS.get(name, ()))
@@ -170,7 +288,8 @@ def policy_variants(host: str) -> Tuple[Variant, ...]:
                 Method(pm.name, host, dict(type=HOST_TYPES[host],
                                            adapters=dict()), pm.paper),
                 prepare=_ApplyPolicy(pm.policy), infers=False,
-                default=not pm.variant_of)
+                default=not pm.variant_of, frontier=not pm.variant_of,
+                row=_row(pm.name, host))
         for pm in POLICY_METHODS.values() if pm.host == host and pm.policy)
 
 
@@ -178,8 +297,13 @@ def host_variants(host: str) -> Tuple[Variant, ...]:
     """The references, the policy methods, then every form of every method
     on ``host``, in method-table order (read now: a method added to the
     table counts)."""
-    return COMMON + policy_variants(host) + tuple(
+    return COMMON + kernel_references(host) + policy_variants(host) + tuple(
         v for method in methods_for(host) for v in method_variants(method))
+
+
+# Names that select several variants: the frontier (every method's training
+# cost, with the references it is compared to).
+GROUPS = {'all-train': lambda variant: variant.frontier}
 
 
 def measures(variant: Variant, measure: Sequence[str], kind: str) -> bool:
@@ -197,12 +321,16 @@ def select_variants(family, names: Optional[Sequence[str]] = None,
     named."""
     known = {v.name: v for v in family.variants}
     if names:
-        wanted = {ALIASES.get(n, n) for n in names}
+        grouped = {v.name for n in names if n in GROUPS
+                   for v in family.variants if GROUPS[n](v) and v.registered}
+        names = [n for n in names if n not in GROUPS]
+        wanted = {ALIASES.get(n, n) for n in names} | grouped
         unknown = [n for n in names if ALIASES.get(n, n) not in known]
         if unknown:
             raise ValueError(
                 f'Unknown variants {unknown} for the {family.name} family; '
-                f'choose from {list(known)} (aliases: {ALIASES}).')
+                f'choose from {list(known)}, the groups {list(GROUPS)} '
+                f'(aliases: {ALIASES}).')
         chosen = [v for v in family.variants if v.name in wanted]
         missing = [v.name for v in chosen if not v.registered]
         if missing:
@@ -264,10 +392,68 @@ def variant_backbone_cfg(family, base_cfg: dict, variant: Variant) -> dict:
                 'none; add adapter_cfg to that entry in mmpeft/methods.py.')
         base['adapter_cfg'] = dict(base['adapter_cfg'],
                                    **variant.adapter_overrides)
+    if variant.host_args is not None:
+        base.update(variant.host_args(base))
     base['with_cp'] = variant.with_cp
     if variant.method is not None:
         base['adapter_cp'] = variant.adapter_cp
     return dict(type=cls, **base)
+
+
+def attention_kernel(backbone_cfg: dict) -> str:
+    """The attention kernel a built backbone config runs: the ``attention``
+    argument of an mmpeft host that has one (or its default), else the
+    stock backbone's own."""
+    cls = resolve_type(backbone_cfg['type'])
+    for klass in cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        param = None if init is None else \
+            inspect.signature(init).parameters.get('attention')
+        if param is not None and klass.__module__.startswith('mmpeft.'):
+            return backbone_cfg.get('attention', param.default)
+    return 'stock'
+
+
+def reference_of(family, base_cfg: dict, variant: Variant) -> str:
+    """The variant ``variant``'s ratios are to: full fine-tuning with the
+    same attention kernel (``full`` for the stock one)."""
+    if variant.name == 'full':
+        return 'full'
+    if variant.reference is not None:
+        return variant.reference
+    kernel = attention_kernel(variant_backbone_cfg(family, base_cfg, variant))
+    return 'full' if kernel == 'stock' else f'full_{kernel}'
+
+
+def add_kernel_references(family, base_cfg: dict,
+                          variants: Sequence[Variant]
+                          ) -> Tuple[List[Variant], Dict[str, str], List[str]]:
+    """``variants`` with the ``full_<kernel>`` references they need, in
+    family order; each variant's reference; a note per kernel that differs
+    from the stock backbone's."""
+    references = {v.name: reference_of(family, base_cfg, v) for v in variants}
+    known = {v.name: v for v in family.variants}
+    missing = set(references.values()) - {v.name for v in variants}
+    unknown = missing - set(known)
+    if unknown:
+        raise ValueError(f'No reference variant {sorted(unknown)} in the '
+                         f'{family.name} family.')
+    added = [known[name] for name in missing]
+    references.update({v.name: reference_of(family, base_cfg, v)
+                       for v in added})
+    names = {v.name for v in variants} | missing
+    chosen = [v for v in family.variants if v.name in names]
+    notes = []
+    for reference in dict.fromkeys(references.values()):
+        users = [name for name, ref in references.items()
+                 if ref == reference and name != reference]
+        if reference != 'full' and users:
+            notes.append(
+                f'{", ".join(users)}: their host runs the '
+                f'{reference[len("full_"):]} attention kernel, the stock '
+                f'backbone its own; their ratios are to {reference} (full '
+                'fine-tuning with that kernel), whose ratios are to full.')
+    return chosen, references, notes
 
 
 def prepare_backbone(backbone: nn.Module, variant: Variant) -> nn.Module:

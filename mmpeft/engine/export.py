@@ -10,8 +10,9 @@ resumable):
   no longer needs mmpeft.
 * the **adapter-only** checkpoint: the trainable tensors (adapters, and the
   neck / heads when the policy trains them) plus the metadata that rebuilds and
-  checks them: method, ``adapter_cfg``, adapter widths, and the identity of the
-  frozen base (the ``pretrained`` path and a SHA-256 of the frozen weights).
+  checks them: method, ``adapter_cfg``, ``adapter_blocks`` (which blocks hold
+  adapters), adapter widths, and the identity of the frozen base (the
+  ``pretrained`` path and a SHA-256 of the frozen weights).
   One base model serves many such files; loading one on the wrong base, or
   into another method, is an error.
 
@@ -135,10 +136,13 @@ def adapter_widths(backbone: nn.Module):
 
 
 def method_meta(model: nn.Module) -> dict:
-    """What identifies the adapters: backbone class, adapter_cfg, widths."""
+    """What identifies the adapters: backbone class, adapter_cfg, the
+    blocks that hold them, widths."""
     _, backbone = find_peft_backbone(model)
     return dict(backbone_type=type(backbone).__name__,
                 adapter_cfg=plain_config(backbone.adapter_cfg),
+                adapter_blocks=plain_config(
+                    getattr(backbone, 'adapter_blocks', None)),
                 adapter_widths=adapter_widths(backbone))
 
 
@@ -233,7 +237,8 @@ def check_adapter_checkpoint(model: nn.Module,
 
     ours = method_meta(model)
     for key, what in (('backbone_type', 'method (backbone type)'),
-                      ('adapter_cfg', 'adapter_cfg')):
+                      ('adapter_cfg', 'adapter_cfg'),
+                      ('adapter_blocks', 'adapters in the blocks')):
         if info.get(key) != ours[key]:
             raise AdapterCheckpointError(
                 f'{source} was trained with {what} {info.get(key)!r}, but the '

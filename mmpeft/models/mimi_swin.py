@@ -35,13 +35,16 @@ class MiMiSwin(AdapterSwinTransformer):
             with neither, sigma0 = 4 (0.1's default: hidden = C / 4).
         adapter_widths: hidden width of every slot, in slot order
             (stage, block, then attention slot before FFN slot; see
-            :meth:`named_slots`); 0 is an identity without parameters. Set by
-            deploy configs to rebuild shrunk adapters; overrides the above.
+            :meth:`named_slots`; only the blocks ``adapter_blocks`` selects
+            have slots); 0 is an identity without parameters. Set by deploy
+            configs to rebuild shrunk adapters; overrides the above.
         adapter_bias: biases in the adapters (the official ones have none).
         placement: ``'series'`` (official: on the sublayer output, inside
             drop-path) or ``'post'`` (after the residual add, where mmpeft
             0.1 put MiMi: set it to reproduce files written by that version).
-        **kwargs: the stock mmdet ``SwinTransformer`` arguments.
+        **kwargs: ``adapter_blocks``, ``frozen_activations_dtype`` (see
+            :class:`~mmpeft.models.swin.AdapterSwinTransformer`) and the stock
+            mmdet ``SwinTransformer`` arguments.
     """
     slot_names = PRESET_SLOT_NAMES
 
@@ -104,8 +107,9 @@ class MiMiSwin(AdapterSwinTransformer):
         for i, stage in enumerate(self.stages):
             for j, block in enumerate(stage.blocks):
                 for slot in ('attn_adapter', 'ffn_adapter'):
-                    yield (f'stages.{i}.blocks.{j}.{slot}',
-                           getattr(block, slot))
+                    if hasattr(block, slot):  # a block adapter_blocks chose
+                        yield (f'stages.{i}.blocks.{j}.{slot}',
+                               getattr(block, slot))
 
     def adapter_widths(self) -> List[int]:
         """Live neurons per slot: the widths :meth:`merge_adapters` keeps."""
@@ -118,7 +122,8 @@ class MiMiSwin(AdapterSwinTransformer):
         ``model.backbone.update(deploy_backbone_cfg())`` (and no pretrained
         ``init_cfg`` needed: the deploy checkpoint holds every weight).
         Valid before and after :meth:`merge_adapters`."""
-        return dict(adapter_widths=self.adapter_widths())
+        return dict(adapter_widths=self.adapter_widths(),
+                    **self.block_selection_cfg())
 
     def _rebuild_slots(self, widths: Sequence[int]) -> None:
         slots = list(self.named_slots())
@@ -126,10 +131,10 @@ class MiMiSwin(AdapterSwinTransformer):
                 not isinstance(w, int) or w < 0 for w in widths):
             raise ValueError(
                 f'MiMiSwin: adapter_widths needs {len(slots)} integers >= 0 '
-                '(two slots per block: attention then FFN, blocks in stage '
-                f'order), got {len(widths)}: {list(widths)!r}. Take it from '
-                "MiMiSwin.deploy_backbone_cfg() or the training checkpoint's "
-                "meta['mimi']['widths'].")
+                '(two slots per adapted block: attention then FFN, blocks in '
+                f'stage order), got {len(widths)}: {list(widths)!r}. Take it '
+                "from MiMiSwin.deploy_backbone_cfg() or the training "
+                "checkpoint's meta['mimi']['widths'].")
         for (name, old), width in zip(slots, widths):
             block_name, slot = name.rsplit('.', 1)
             setattr(

@@ -14,6 +14,9 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from ..adapters import iter_adapters
+from .block_selection import (BlockVocabulary, graph_from_first_trainable,
+                              resolve_block_selection)
+from .frozen_saves import check_dtype, frozen_saves_in
 from .placements import AdaptedBlock, merged_slots, parse_adapters, slots_to_cfg
 
 
@@ -24,30 +27,69 @@ class PretrainedMismatchError(RuntimeError):
 class PEFTBackboneMixin:
     """Mix in before the stock backbone class: ``class X(PEFTBackboneMixin, Stock)``.
 
-    Hosts say where their blocks are (:meth:`blocks`, :meth:`block_width`,
-    ``block_class``, an :class:`~mmpeft.models.placements.AdaptedBlock`) and
-    call :meth:`setup_slots` at the end of ``__init__``.
+    Hosts say where their blocks are (:meth:`blocks`, :meth:`block_grid`,
+    :meth:`block_width`, ``block_class``, an
+    :class:`~mmpeft.models.placements.AdaptedBlock`), how ``adapter_blocks``
+    names them (``block_vocabulary``), in which order the forward runs its
+    parametrised modules (:meth:`forward_units`), and call
+    :meth:`setup_slots` at the end of ``__init__``.
     """
     block_class = AdaptedBlock
+    block_vocabulary: BlockVocabulary
     # Presets: block attribute of the one token slot of each sublayer.
     slot_names: Optional[Dict[str, str]] = None
 
     def blocks(self) -> Iterator[nn.Module]:
         raise NotImplementedError
 
+    def block_grid(self) -> List[List[nn.Module]]:
+        """The blocks by group (Swin: stages; ViT: one group), as
+        ``adapter_blocks`` indexes them."""
+        raise NotImplementedError
+
+    def forward_units(self) -> List[nn.Module]:
+        """The modules the forward runs after its stem, in order (blocks,
+        downsampling and output norms); every parameter outside them is the
+        stem's. :mod:`.block_selection` starts the graph at the first one
+        that trains."""
+        raise NotImplementedError
+
     def block_width(self, block: nn.Module) -> int:
         raise NotImplementedError
 
-    def setup_slots(self, adapters: dict, adapter_cp: bool) -> None:
-        """Adapters at their placements in every block, then freezing.
-        ``adapter_cfg`` records the placements (checkpoint metadata)."""
+    def setup_slots(self, adapters: dict, adapter_cp: bool,
+                    adapter_blocks: Optional[dict] = None,
+                    frozen_activations_dtype: Optional[str] = None) -> None:
+        """Adapters at their placements in the selected blocks (every
+        block by default), then freezing. ``adapter_cfg`` and
+        ``adapter_blocks`` record placements and blocks (checkpoint
+        metadata); see :mod:`.block_selection` and :mod:`.frozen_saves`."""
+        owner = type(self).__name__
         self.slots = parse_adapters(adapters, self.slot_names)
         self.adapter_cfg = slots_to_cfg(self.slots)
-        for block in self.blocks() if self.slots else ():
+        grid = self.block_grid()
+        self.adapter_blocks, positions = resolve_block_selection(
+            adapter_blocks, [len(group) for group in grid],
+            self.block_vocabulary, owner)
+        self.frozen_activations_dtype = frozen_activations_dtype
+        self._frozen_saves = check_dtype(frozen_activations_dtype, owner)
+        for group, index in positions if self.slots else ():
+            block = grid[group][index]
             self.block_class.adapt(block)
             block.adapter_cp = adapter_cp
             block.add_slots(self.slots, self.block_width(block))
         self.freeze_pretrained()
+
+    def forward(self, inputs: torch.Tensor, *args, **kwargs):
+        """The stock forward, with no graph before the first trainable
+        module and, if set, the frozen activations saved at lower
+        precision."""
+        units = self.forward_units()
+        in_units = {id(p) for unit in units for p in unit.parameters()}
+        stem = [p for p in self.parameters() if id(p) not in in_units]
+        with frozen_saves_in(self, self._frozen_saves), \
+                graph_from_first_trainable(stem, units, inputs):
+            return super().forward(inputs, *args, **kwargs)
 
     def last_stage_prefixes(self) -> Tuple[str, ...]:
         """Parameter-name prefixes of the last stage, with the norm of its
@@ -159,8 +201,10 @@ class PEFTBackboneMixin:
         adapted = [b for b in self.blocks() if isinstance(b, AdaptedBlock)]
         for block in adapted:
             block.merge_slots()
-        if adapted:
-            self.slots = merged_slots(self.slots, adapted[0])
+        if adapted:  # read the slots left from a block that had them
+            self.slots = merged_slots(self.slots, next(
+                (b for b in adapted if any(b.token_slots.values())),
+                adapted[0]))
         for block in adapted:
             if not block.has_adapters():
                 block.restore_stock()
@@ -168,7 +212,14 @@ class PEFTBackboneMixin:
 
     def deploy_backbone_cfg(self) -> dict:
         """Backbone config updates that build this (merged) model."""
-        return dict(adapters=slots_to_cfg(self.slots))
+        return dict(adapters=slots_to_cfg(self.slots),
+                    **self.block_selection_cfg())
+
+    def block_selection_cfg(self) -> dict:
+        """``adapter_blocks`` in canonical form, for deploy configs; empty
+        when every block holds adapters (the default)."""
+        return {} if self.adapter_blocks is None else dict(
+            adapter_blocks=self.adapter_blocks)
 
 
 def _preview(keys: List[str], limit: int = 8) -> str:

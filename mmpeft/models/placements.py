@@ -46,6 +46,8 @@ from torch import nn
 from ..adapters import WeightAdapter, build_adapter, build_weight_adapter
 from torch.utils.checkpoint import checkpoint
 
+from .frozen_saves import adapter_scope
+
 def call_adapter(adapter: Callable, x: torch.Tensor, hw_shape,
                  recompute: bool) -> torch.Tensor:
     """``adapter(x, hw_shape)``; with ``recompute`` (training only), keep just
@@ -57,9 +59,10 @@ def call_adapter(adapter: Callable, x: torch.Tensor, hw_shape,
     state: dropout masks, and so the gradients, are those of the plain
     forward.
     """
-    if recompute and torch.is_grad_enabled():
-        return checkpoint(adapter, x, hw_shape, use_reentrant=False)
-    return adapter(x, hw_shape)
+    with adapter_scope():
+        if recompute and torch.is_grad_enabled():
+            return checkpoint(adapter, x, hw_shape, use_reentrant=False)
+        return adapter(x, hw_shape)
 
 
 SUBLAYERS = ('attn', 'ffn')
@@ -164,8 +167,9 @@ class AdaptedLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.weight, self.bias)
-        for adapter in each(self.weight_adapter):
-            out = out + adapter(x)
+        with adapter_scope():
+            for adapter in each(self.weight_adapter):
+                out = out + adapter(x)
         return out
 
 
@@ -202,20 +206,30 @@ def merge_weight_adapters(module: nn.Module, weight_name: str) -> None:
         del module._stock_class
 
 
-def adapted_self_attention(mha: nn.MultiheadAttention,
-                           x: torch.Tensor) -> torch.Tensor:
+def adapted_self_attention(mha: nn.MultiheadAttention, x: torch.Tensor,
+                           fused: bool = True) -> torch.Tensor:
     """``nn.MultiheadAttention`` self-attention on batch-first tokens with
     the weight adapters of its in-projection (``in_proj_weight_adapter``)
     and of ``out_proj`` applied: the stock maths, softmax(q k^T / sqrt(d)) v
-    per head, with ``W x + b + A(x)`` as the projections."""
+    per head, with ``W x + b + A(x)`` as the projections.
+
+    ``fused``: ``F.scaled_dot_product_attention`` (keeps no attention map
+    for backward); else the explicit maths of ``nn.MultiheadAttention``
+    (the map is computed and kept, as the stock ViT does)."""
     b, n, c = x.shape
     qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)
-    for adapter in weight_adapters(mha, 'in_proj_weight'):
-        qkv = qkv + adapter(x)
+    with adapter_scope():
+        for adapter in weight_adapters(mha, 'in_proj_weight'):
+            qkv = qkv + adapter(x)
     heads = mha.num_heads
     q, k, v = qkv.view(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-    out = F.scaled_dot_product_attention(
-        q, k, v, dropout_p=mha.dropout if mha.training else 0.0)
+    dropout = mha.dropout if mha.training else 0.0
+    if fused:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    else:
+        attn = torch.softmax((q * (c // heads)**-0.5) @ k.transpose(-2, -1),
+                             dim=-1)
+        out = F.dropout(attn, dropout, training=dropout > 0) @ v
     return mha.out_proj(out.transpose(1, 2).reshape(b, n, c))
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..adapters import check_token_map
+from .block_selection import BlockVocabulary
 from .peft_backbone import PEFTBackboneMixin, PretrainedMismatchError
 from .placements import PRESET_SLOT_NAMES, AdaptedBlock, same_adapter_at
 
@@ -74,7 +75,7 @@ class AdapterSwinBlock(AdaptedBlock, SwinBlock):
 @MODELS.register_module()
 class AdapterSwinTransformer(PEFTBackboneMixin, SwinTransformer):
     """mmdet ``SwinTransformer`` with adapters at any placement of every
-    block.
+    block, or of the blocks ``adapter_blocks`` selects.
 
     Args:
         adapters: sublayer -> placement -> adapter config (or a list of
@@ -86,20 +87,46 @@ class AdapterSwinTransformer(PEFTBackboneMixin, SwinTransformer):
             activations (same gradients; for Mona about a third less training
             memory for about 10% more step time on CPU). Blocks with
             ``with_cp`` recompute everything already.
+        adapter_blocks: which blocks get the adapters: None (every block),
+            ``dict(stages=[2, 3])`` (every block of those stages) and / or
+            ``dict(blocks=[[2, 5], [3, 0]])`` (``[stage, block]`` pairs);
+            see :mod:`mmpeft.models.block_selection`. No autograd graph is
+            built before the first trainable block.
+        frozen_activations_dtype: ``'bfloat16'`` stores what the frozen
+            backbone saves for backward in bfloat16 (approximate gradients,
+            less memory); None (default) keeps fp32. See
+            :mod:`mmpeft.models.frozen_saves`.
         **kwargs: the stock ``SwinTransformer`` arguments.
     """
     block_class = AdapterSwinBlock
+    block_vocabulary = BlockVocabulary(group='stages', block='blocks')
 
     def __init__(self,
                  adapters: Optional[dict] = None,
                  adapter_cp: bool = False,
+                 adapter_blocks: Optional[dict] = None,
+                 frozen_activations_dtype: Optional[str] = None,
                  **kwargs):
         super().__init__(**kwargs)
-        self.setup_slots(adapters, adapter_cp)
+        self.setup_slots(adapters, adapter_cp, adapter_blocks,
+                         frozen_activations_dtype)
 
     def blocks(self):
         for stage in self.stages:
             yield from stage.blocks
+
+    def block_grid(self):
+        return [list(stage.blocks) for stage in self.stages]
+
+    def forward_units(self):
+        units = []
+        for i, stage in enumerate(self.stages):
+            units += list(stage.blocks)
+            if stage.downsample is not None:
+                units.append(stage.downsample)
+            if i in self.out_indices:
+                units.append(getattr(self, f'norm{i}'))
+        return units
 
     def block_width(self, block: SwinBlock) -> int:
         return block.norm1.normalized_shape[0]
@@ -150,7 +177,9 @@ class MonaSwinTransformer(AdapterSwinTransformer):
     Args:
         adapter_cfg: the adapter of every slot (default: a 64-wide Mona).
         adapter_cp: see :class:`AdapterSwinTransformer`.
-        **kwargs: the stock ``SwinTransformer`` arguments.
+        **kwargs: ``adapter_blocks``, ``frozen_activations_dtype`` (see
+            :class:`AdapterSwinTransformer`) and the stock
+            ``SwinTransformer`` arguments.
     """
     default_adapter_cfg = dict(type='Mona', inner_dim=64)
     slot_names = PRESET_SLOT_NAMES
@@ -165,4 +194,5 @@ class MonaSwinTransformer(AdapterSwinTransformer):
         self.adapter_cfg = adapter_cfg
 
     def deploy_backbone_cfg(self) -> dict:
-        return dict(adapter_cfg=dict(self.slots[0].cfgs[0]))
+        return dict(adapter_cfg=dict(self.slots[0].cfgs[0]),
+                    **self.block_selection_cfg())

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..compat import packed_self_attention
+from .block_selection import BlockVocabulary
 from .peft_backbone import PEFTBackboneMixin, PretrainedMismatchError
 from .placements import (PRESET_SLOT_NAMES, AdaptedBlock,
                          adapted_self_attention, has_weight_adapters,
@@ -40,6 +41,10 @@ _TIMM_BLOCK_KEYS = (
 )
 # Classifier-only parts of a timm / DeiT checkpoint.
 _TIMM_CLASSIFIER_PREFIXES = ('head.', 'head_dist.', 'pre_logits.')
+# How a layer computes its self-attention (AdapterVisionTransformer's
+# `attention`): mmcv's own call, one packed in-projection with
+# nn.MultiheadAttention's maths, or the fused scaled_dot_product_attention.
+ATTENTION_KERNELS = ('stock', 'packed', 'sdpa')
 
 
 def unwrap_checkpoint(checkpoint: Mapping) -> Mapping:
@@ -91,6 +96,7 @@ class AdapterViTLayer(AdaptedBlock, TransformerEncoderLayer):
     token-wise adapters (RepAdapter, MiMi); spatial ones reject it.
     """
     hw_shape: Optional[Sequence[int]] = None
+    attention = 'packed'  # one of ATTENTION_KERNELS, set by the backbone
 
     @classmethod
     def adapt(cls, layer: TransformerEncoderLayer) -> 'AdapterViTLayer':
@@ -101,6 +107,7 @@ class AdapterViTLayer(AdaptedBlock, TransformerEncoderLayer):
         """Back to a plain ``TransformerEncoderLayer`` (all merged)."""
         del self.token_slots
         self.__dict__.pop('hw_shape', None)
+        self.__dict__.pop('attention', None)
         self.__class__ = TransformerEncoderLayer
 
     def weight_owner(self, placement: str) -> Tuple[nn.Module, str, str]:
@@ -112,11 +119,20 @@ class AdapterViTLayer(AdaptedBlock, TransformerEncoderLayer):
         return linear, 'weight', 'bias'
 
     def _attn_body(self, h: torch.Tensor) -> torch.Tensor:
+        """The attention before its drop-path, by the ``attention`` kernel;
+        weight adapters on its linears need mmpeft's own call (explicit
+        maths unless the kernel is ``'sdpa'``)."""
         mha = self.attn.attn
-        if has_weight_adapters(mha):
-            out = adapted_self_attention(mha, h)
-        else:
+        if self.attention == 'sdpa' or has_weight_adapters(mha):
+            out = adapted_self_attention(mha, h,
+                                         fused=self.attention == 'sdpa')
+        elif self.attention == 'packed':
             out = packed_self_attention(self.attn, h)
+        elif self.attn.batch_first:  # mmcv's call: three strided views
+            out = mha(h.transpose(0, 1), h.transpose(0, 1),
+                      h.transpose(0, 1))[0].transpose(0, 1)
+        else:
+            out = mha(h, h, h)[0]
         return self.attn.proj_drop(out)
 
     def _ffn_body(self, h: torch.Tensor) -> torch.Tensor:
@@ -141,7 +157,7 @@ class AdapterViTLayer(AdaptedBlock, TransformerEncoderLayer):
 @MODELS.register_module()
 class AdapterVisionTransformer(PEFTBackboneMixin, VisionTransformer):
     """mmseg ``VisionTransformer`` with adapters at any placement of every
-    layer.
+    layer, or of the layers ``adapter_blocks`` selects.
 
     Args:
         adapters: sublayer -> placement -> adapter config (or a list), e.g.
@@ -154,23 +170,69 @@ class AdapterVisionTransformer(PEFTBackboneMixin, VisionTransformer):
             release (``blocks.*`` keys); convert it on load. mmseg's stock ViT
             needs checkpoints already converted
             (``tools/convert_timm_vit.py``).
+        adapter_blocks: which layers get the adapters: None (every layer) or
+            ``dict(layers=[6, 7, 8, 9, 10, 11])`` (negative indices count
+            from the end); see :mod:`mmpeft.models.block_selection`. No
+            autograd graph is built before the first trainable layer.
+        frozen_activations_dtype: ``'bfloat16'`` stores what the frozen
+            backbone saves for backward in bfloat16 (approximate gradients,
+            less memory); None (default) keeps fp32. See
+            :mod:`mmpeft.models.frozen_saves`.
+        attention: the self-attention kernel of every layer (same maths):
+            ``'packed'`` (default) one in-projection GEMM, then
+            ``nn.MultiheadAttention``'s explicit attention map, as the stock
+            layer computes it; ``'sdpa'`` the fused
+            ``F.scaled_dot_product_attention``, which keeps no attention map
+            for backward (less memory, faster); ``'stock'`` mmcv's own call
+            (three strided in-projections; slower with frozen weights on
+            CPU). Merging away every adapter leaves stock layers.
+        train_backbone: every backbone weight trains (full fine-tuning on
+            this host, e.g. with ``attention='sdpa'`` and
+            ``adapters=dict()``); by default only adapters train.
         **kwargs: the stock ``VisionTransformer`` arguments.
     """
     block_class = AdapterViTLayer
+    block_vocabulary = BlockVocabulary(group=None, block='layers',
+                                       block_noun='layer')
 
     def __init__(self,
                  adapters: Optional[dict] = None,
                  adapter_cp: bool = False,
                  convert_weights: bool = False,
+                 adapter_blocks: Optional[dict] = None,
+                 frozen_activations_dtype: Optional[str] = None,
+                 attention: str = 'packed',
+                 train_backbone: bool = False,
                  **kwargs):
+        if attention not in ATTENTION_KERNELS:
+            raise ValueError(
+                f'{type(self).__name__}: attention must be one of '
+                f'{list(ATTENTION_KERNELS)}, got {attention!r}.')
         super().__init__(**kwargs)
         self.convert_weights = convert_weights
-        self.setup_slots(adapters, adapter_cp)
+        self.attention = attention
+        self.setup_slots(adapters, adapter_cp, adapter_blocks,
+                         frozen_activations_dtype)
+        for layer in self.layers:  # every layer runs the one kernel
+            if attention != 'stock' and not isinstance(layer,
+                                                       AdapterViTLayer):
+                AdapterViTLayer.adapt(layer).add_slots(
+                    [], self.block_width(layer))
+            if isinstance(layer, AdapterViTLayer):
+                layer.attention = attention
+        if train_backbone:
+            self.requires_grad_(True)
         self._hw_shape_hook = self.patch_embed.register_forward_hook(
             self._share_hw_shape)
 
     def blocks(self):
         return iter(self.layers)
+
+    def block_grid(self):
+        return [list(self.layers)]
+
+    def forward_units(self):
+        return list(self.layers) + ([self.norm1] if self.final_norm else [])
 
     def block_width(self, layer: TransformerEncoderLayer) -> int:
         return self.pos_embed.shape[-1]
@@ -256,7 +318,8 @@ class RepAdapterViT(AdapterVisionTransformer):
             ``hidden_dim=8``, ``groups=2``, ``scale=1.0`` (the scale s is
             searched per task in the paper; set it with
             ``adapter_cfg=dict(type='RepAdapter', scale=s)``).
-        adapter_cp, convert_weights, **kwargs: see
+        adapter_cp, convert_weights, adapter_blocks,
+            frozen_activations_dtype, attention, **kwargs: see
             :class:`AdapterVisionTransformer`.
     """
     default_adapter_cfg = dict(type='RepAdapter',
@@ -272,4 +335,5 @@ class RepAdapterViT(AdapterVisionTransformer):
         self.adapter_cfg = adapter_cfg
 
     def deploy_backbone_cfg(self) -> dict:
-        return dict(adapter_cfg=dict(self.slots[0].cfgs[0]))
+        return dict(adapter_cfg=dict(self.slots[0].cfgs[0]),
+                    **self.block_selection_cfg())
