@@ -40,6 +40,10 @@ HOSTS = {
                  num_heads=2, mlp_ratio=2, out_indices=(0, 2),
                  final_norm=True, drop_path_rate=0.1)),
 }
+# The E3VA model's own arguments: on the ViT, mmcv's stock attention call, so
+# that its frozen path runs the very same ops as the stock backbone (the
+# default packed kernel agrees to rounding only).
+E3VA_ARGS = {'swin': {}, 'vit': dict(attention='stock')}
 ADAPTER = dict(type='E3VAAdapter', hidden_dim=8, rank=2)
 CONFIGS = [f'configs/e3va/{task.format(b)}.py'
            for b in ('swinb', 'vitb') for task in TASKS]
@@ -69,7 +73,8 @@ def pair(host, fresh=False):
     stock_cls, e3va, args = HOSTS[host]
     torch.manual_seed(0)
     stock = stock_cls(**args).double().requires_grad_(False)
-    model = MODELS.build(dict(args, type=e3va, adapter_cfg=ADAPTER)).double()
+    model = MODELS.build(dict(args, type=e3va, adapter_cfg=ADAPTER,
+                              **E3VA_ARGS[host])).double()
     missing, unexpected = model.load_state_dict(stock.state_dict(),
                                                 strict=False)
     assert not unexpected and all(k.startswith('highway.') for k in missing)
@@ -391,3 +396,15 @@ def test_one_tiny_voc_step_moves_only_the_highway(config, demo_data,
     assert backbone_keys == {f'backbone.{n}' for n in adapters}
     assert any(k.startswith('neck') for k in task_file['state_dict'])
     assert any(k.startswith('roi_head') for k in task_file['state_dict'])
+
+
+@pytest.mark.parametrize('option', [dict(adapter_blocks=dict(stages=[1])),
+                                    dict(frozen_activations_dtype='bfloat16')])
+def test_host_options_without_effect_are_refused(host, option):
+    """Block selection and bf16 saves would change nothing on a graph-free
+    backbone whose highway spans every block: an error, not a silent no-op."""
+    _, e3va, args = HOSTS[host]
+    if host == 'vit' and 'adapter_blocks' in option:
+        option = dict(adapter_blocks=dict(layers=[1]))
+    with pytest.raises(ValueError, match=next(iter(option))):
+        MODELS.build(dict(args, type=e3va, **option))

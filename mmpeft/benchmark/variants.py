@@ -220,13 +220,15 @@ def _first_paragraph(doc: Optional[str]) -> str:
 
 def _takes(backbone_type: str, args: dict) -> bool:
     """Whether the backbone class takes every argument of ``args`` (a host
-    form applies to the methods whose backbone has the host's options); an
-    unregistered class is left to ``Variant.registered``."""
+    form applies to the methods whose backbone has the host's options, less
+    those it refuses: E3VA's); an unregistered class is left to
+    ``Variant.registered``."""
     cls = MODELS.get(backbone_type)
     if cls is None:
         return True
     names = {name for klass in cls.__mro__ if '__init__' in klass.__dict__
              for name in inspect.signature(klass.__init__).parameters}
+    names -= set(getattr(cls, 'refused_host_options', ()))
     return set(args) <= names
 
 

@@ -36,6 +36,7 @@ class E3VASwinTransformer(SideNetworkHost, AdapterSwinTransformer):
                  adapter_cfg: Optional[dict] = None,
                  adapter_cp: bool = False,
                  **kwargs):
+        self.refuse_host_options(kwargs)
         super().__init__(adapters={}, adapter_cp=adapter_cp, **kwargs)
         # Block index -> stage, for the last block of every stage.
         ends = [len(stage.blocks) for stage in self.stages]

@@ -38,6 +38,7 @@ class E3VAViT(SideNetworkHost, AdapterVisionTransformer):
                 'E3VAViT joins its highway into the feature maps and returns '
                 'no class token; set output_cls_token=False (or use '
                 'AdapterVisionTransformer).')
+        self.refuse_host_options(kwargs)
         super().__init__(adapters={}, adapter_cp=adapter_cp, **kwargs)
         width = self.block_width(self.layers[0])
         self.attach_highway([width] * len(self.layers),

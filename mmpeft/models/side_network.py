@@ -31,9 +31,26 @@ class SideNetworkHost:
     """Mix in before a PEFT backbone class: ``forward`` is the stock forward
     without a graph, with ``self.highway`` fed and joined.
 
-    Hosts call :meth:`attach_highway` at the end of ``__init__`` and define
-    the two methods below.
+    Hosts call :meth:`refuse_host_options` first and :meth:`attach_highway`
+    at the end of ``__init__``, and define the two methods below.
     """
+    # Host options that have nothing to act on here: the highway spans every
+    # block and the backbone keeps no activation for backward.
+    refused_host_options = ('adapter_blocks', 'frozen_activations_dtype')
+
+    @classmethod
+    def refuse_host_options(cls, kwargs: dict) -> None:
+        """Raise on a set :attr:`refused_host_options` argument."""
+        given = [k for k in cls.refused_host_options
+                 if kwargs.get(k) is not None]
+        if given:
+            raise ValueError(
+                f'{cls.__name__} takes no {", ".join(given)}: its backbone '
+                'runs without an autograd graph, so it saves no activation '
+                'for backward, and its highway runs beside every block. '
+                'Remove the argument (block selection and lower-precision '
+                'saves are options of the adapter hosts, e.g. '
+                'AdapterSwinTransformer).')
 
     def attach_highway(self, block_widths: Sequence[int],
                        output_widths: Sequence[int],
