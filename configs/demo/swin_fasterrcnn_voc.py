@@ -38,22 +38,21 @@ train_dataloader = dict(
         # The target domain's objects are 30-70 pixels: keep them.
         filter_cfg=dict(filter_empty_gt=True, min_size=8, bbox_min_size=8),
         pipeline=train_pipeline))
+# The validation and test splits differ in their image list only.
+eval_dataset = dict(
+    data_root=data_root, metainfo=metainfo, pipeline=test_pipeline)
 val_dataloader = dict(
     num_workers=1,
     dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
+        eval_dataset,
         ann_file='VOC2012/ImageSets/Main/val.txt',
-        data_prefix=dict(sub_data_root='VOC2012/'),
-        pipeline=test_pipeline))
+        data_prefix=dict(sub_data_root='VOC2012/')))
 test_dataloader = dict(
     num_workers=1,
     dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
+        eval_dataset,
         ann_file='VOC2007/ImageSets/Main/test.txt',
-        data_prefix=dict(sub_data_root='VOC2007/'),
-        pipeline=test_pipeline))
+        data_prefix=dict(sub_data_root='VOC2007/')))
 
 train_cfg = _base_.target_train_cfg
 param_scheduler = _base_.target_schedule

@@ -84,6 +84,7 @@ class Comparison:
         self._next_port = int(os.environ.get('PORT', 29500))
         self._active, self._seen = set(), {}
         self._row_locks = {row.key: threading.Lock() for row in plan.rows}
+        self.base_lrs: Dict[str, float] = {}  # set by check()
         self.grid: Dict[str, dict] = {}
         self.sources: Dict[str, dict] = {}
 
@@ -118,21 +119,17 @@ class Comparison:
         if bad:
             raise ComparisonError(f'learning rates and --lr-grid factors must'
                                   f' be positive, got {bad}.')
-        self.base_lrs = {}
         for row in self.plan.rows:
             cfg = task_config(row.config, options)
-            self.base_lrs[row.key] = self.lrs.get(
-                row.key, self.lrs.get(row.name, config_lr(cfg, row.config)))
+            lr = self.lrs.get(row.key, self.lrs.get(row.name))
+            self.base_lrs[row.key] = config_lr(cfg, row.config) \
+                if lr is None else lr
             if self.lr_grid:
                 why = validation_split_error(cfg, row.config)
                 if why:
                     raise ComparisonError(f'--lr-grid refused: {why}')
-        self.check_settings(self.planned_runs())
-
-    def planned_runs(self) -> List[Run]:
-        if self.lr_grid:
-            return self.grid_runs()
-        return self.table_runs()
+        self.check_settings(
+            self.grid_runs() if self.lr_grid else self.table_runs())
 
     def table_runs(self) -> List[Run]:
         """Seed after seed, so that an interrupted table has whole seeds."""
