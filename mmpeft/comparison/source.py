@@ -7,8 +7,8 @@ as scripts/setup.sh caches the mmcv wheel: under
 ``$MMPEFT_CACHE/demo_source/<host>-<key>/`` (default ``~/.cache/mmpeft``),
 the key a hash of the step-1 config and of the annotation files it trains
 and validates on (which carry tools/make_demo_data.py's version). A cached
-model is used only when its manifest (``source.json``: key, checksum, the
-validation curve) matches; a training that died without one is trained
+model is used only when its manifest (``<file>.json`` beside it: key,
+checksum, the validation curve, the time it took) matches; a training that died without one is trained
 again, resuming from its last checkpoint only if that file loads. The
 demo configs load a copy at a fixed path (``<host>_pretrained`` in
 configs/demo/_base_/tiny_swin.py), with the manifest beside it.
@@ -164,8 +164,8 @@ def ensure_source(step: Pretrain, run: Callable, echo: Callable,
              f'{metric} stops improving, into {cache} (once: later runs '
              'reuse it)')
         started = time.time()
-        run(train_command(step.config, train_dir, gpus, port),
-            osp.join(cache, 'train.log'), what, progress, cwd=REPO)
+        done = run(train_command(step.config, train_dir, gpus, port),
+                   osp.join(cache, 'train.log'), what, progress, cwd=REPO)
         write_source_weights(best_checkpoint(train_dir), weights,
                              step.backbone_only)
         curve = validation_curve(train_dir, metric)
@@ -178,6 +178,8 @@ def ensure_source(step: Pretrain, run: Callable, echo: Callable,
             best=dict(iteration=best[0], value=best[1]) if best else None,
             curve=curve, max_iters=cfg.train_cfg.max_iters,
             train_wall_s=time.time() - started,
+            train_cpu_s=done.get('cpu_s'), train_load_mean=done.get(
+                'load_mean'),
             written=time.strftime('%Y-%m-%d %H:%M:%S'))
         write_json(manifest_path(weights), manifest)
     place(weights, manifest, step.checkpoint)
