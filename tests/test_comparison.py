@@ -24,7 +24,7 @@ def in_repo(monkeypatch):
 
 
 def test_parse_methods_orders_and_rejects():
-    assert cmp.parse_methods(['all']) == list(cmp.ALL_METHODS)
+    assert cmp.parse_methods(['all']) == list(cmp.method_names())
     assert cmp.parse_methods(['mona', 'full', 'lora']) == [
         'full', 'lora', 'mona'
     ]
@@ -38,55 +38,86 @@ def test_method_key_per_host():
     assert cmp.method_key('mona', 'vit') is None
     assert cmp.hosts_of('repadapter') == ['vit']
     assert cmp.hosts_of('bitfit') == ['swin', 'vit']
-    # Every method of both tables has a label in the comparison.
-    names = {m.split('_')[0] for m in {**METHODS, **POLICY_METHODS}}
-    assert names == set(cmp.LABELS)
+    # The comparison's methods are those of mmpeft/methods.py, by their
+    # host-free names, the labelled ones first in the labels' order.
+    entries = {**METHODS, **POLICY_METHODS}
+    names = {k[:-len(e.host) - 1] if k.endswith('_' + e.host) else k
+             for k, e in entries.items()}
+    assert set(cmp.method_names()) == names
+    labelled = [n for n in cmp.LABELS if n in names]
+    assert list(cmp.method_names()[:len(labelled)]) == labelled
 
 
-def test_demo_plan_has_all_thirteen_and_both_full_rows():
+def test_demo_plan_has_every_method_and_both_reference_rows():
     plan = cmp.demo_plan(['all'])
     keys = [row.key for row in plan.rows]
-    assert len(plan.rows) == 14  # thirteen methods + Full on the ViT host
-    assert {'full_swin', 'full_vit', 'repadapter', 'mona', 'mimi'} <= set(
-        keys)
-    assert {row.host for row in plan.rows if row.key != 'repadapter'
-            and row.key != 'full_vit'} == {'swin'}
+    assert len(keys) == len(set(keys))
+    # Full and Fixed on both hosts: the references of every row.
+    assert {'full_swin', 'full_vit', 'fixed_swin', 'fixed_vit',
+            'repadapter', 'mona', 'mimi'} <= set(keys)
+    shipped = {osp.splitext(f)[0] for f in os.listdir(
+        osp.join(REPO_ROOT, 'configs/demo/compare'))}
+    assert set(keys) == shipped | {'full_swin', 'full_vit', 'mona'}
+    # A method's cheaper forms follow it, labelled by their form.
+    assert keys[keys.index('mona') + 1:keys.index('mona') + 3] == [
+        'mona_last2', 'mona_bf16saves']
+    forms = {r.key: r.label for r in plan.rows if r.form}
+    assert forms == {'mona_last2': 'Mona (last 2 stages)',
+                     'mona_bf16saves': 'Mona (bf16 saves)'}
+    assert [r.key for r in cmp.demo_plan(['mona']).rows] == [
+        'full_swin', 'fixed_swin', 'mona', 'mona_last2', 'mona_bf16saves']
     for row in plan.rows:
-        assert osp.isfile(row.config), row
+        assert osp.isabs(row.config) and osp.isfile(row.config), row
+        assert row.host == cmp.hosts_of(row.name)[0] or row.is_reference
     assert [p.host for p in plan.pretrains] == ['swin', 'vit']
+    assert plan.cwd == REPO_ROOT
     # Only Swin methods: no ViT row, no ViT pretraining.
     swin_only = cmp.demo_plan(['lora'])
-    assert [r.key for r in swin_only.rows] == ['full_swin', 'lora_swin']
+    assert [r.key for r in swin_only.rows] == ['full_swin', 'fixed_swin',
+                                               'lora_swin']
     assert [p.host for p in swin_only.pretrains] == ['swin']
 
 
 def test_demo_pretrain_paths_match_the_configs():
-    """compare.py pretrains what the demo configs load: the step 1 run's
-    checkpoint (Swin), a bare backbone file beside it (ViT)."""
+    """compare.py places step 1's source model where the demo configs load
+    it: the detector's weights (Swin), a bare backbone (ViT); step 1 trains
+    from scratch until its validation mAP stops improving."""
     plan = cmp.demo_plan(['all'])
     step1 = {p.host: p for p in plan.pretrains}
     for row in plan.rows:
         init = Config.fromfile(row.config).model.backbone.init_cfg
-        assert init.checkpoint == step1[row.host].checkpoint, row
+        assert osp.join(REPO_ROOT, init.checkpoint) == \
+            step1[row.host].checkpoint, row
+    assert not step1['swin'].backbone_only and step1['vit'].backbone_only
     for host, step in step1.items():
         cfg = Config.fromfile(step.config)
-        assert step.work_dir == osp.join(
-            'work_dirs', osp.splitext(osp.basename(step.config))[0])
         assert cfg.model.backbone.init_cfg is None  # from scratch
-        assert osp.dirname(step.checkpoint) == step.work_dir
-    assert step1['swin'].checkpoint.endswith(
-        f'iter_{Config.fromfile(step1["swin"].config).train_cfg.max_iters}'
-        '.pth')
-    vit = Config.fromfile('configs/demo/compare/repadapter.py')
+        stop = [h for h in cfg.custom_hooks
+                if h['type'] == 'EarlyStoppingHook']
+        assert stop and stop[0]['monitor'] == cfg.source_metric
+        assert cfg.default_hooks.checkpoint.save_best == cfg.source_metric
+        assert cfg.train_cfg.val_interval == \
+            cfg.default_hooks.checkpoint.interval
+    vit = Config.fromfile(osp.join(REPO_ROOT,
+                                   'configs/demo/compare/repadapter.py'))
     assert vit.model.backbone.type == 'RepAdapterViT'
     assert vit.model.backbone.convert_weights is False
 
 
+def test_demo_method_without_a_demo_config_is_an_error(monkeypatch):
+    monkeypatch.setattr(cmp.plan, 'demo_config',
+                        lambda key: f'/nowhere/{key}.py')
+    with pytest.raises(cmp.ComparisonError, match='LoRA has no demo config'):
+        cmp.demo_plan(['lora'])
+    assert cmp.demo_plan(['all']).rows == []  # 'all': those that have one
+
+
 def test_baseline_plan_uses_shipped_configs(tmp_path):
-    plan = cmp.baseline_plan(SWIN_VOC, ['full', 'lora', 'mona', 'bitfit'],
+    plan = cmp.baseline_plan(SWIN_VOC, ['lora', 'mona', 'bitfit'],
                              str(tmp_path))
-    assert {r.key: r.config for r in plan.rows} == {
+    assert {r.key: osp.relpath(r.config, REPO_ROOT) for r in plan.rows} == {
         'full_swin': SWIN_VOC,
+        'fixed_swin': 'configs/fixed/fasterrcnn_swinb_voc.py',
         'lora_swin': 'configs/lora/fasterrcnn_swinb_voc.py',
         'mona': 'configs/mona/fasterrcnn_swinb_voc.py',
         'bitfit_swin': 'configs/bitfit/fasterrcnn_swinb_voc.py',
@@ -131,10 +162,12 @@ def test_generated_config_keeps_a_user_baseline(tmp_path):
                              str(tmp_path / 'work'))
     configs = {r.key: r.config for r in plan.rows}
     assert configs['full_swin'] == str(user)
+    assert set(configs) == {'full_swin', 'fixed_swin', 'adapter_swin',
+                            'normtuning_swin'}
     adapter = Config.fromfile(configs['adapter_swin'])
     assert adapter.model.backbone.type == 'AdapterSwinTransformer'
     assert adapter.model.backbone.init_cfg.checkpoint == \
-        'work_dirs/swin_fasterrcnn_coco/iter_300.pth'
+        'work_dirs/demo_source/swin_source.pth'
     assert adapter.model.backbone.convert_weights is False
     assert adapter.model.backbone.embed_dims == 32  # the baseline's Swin
     types = [h['type'] for h in adapter.custom_hooks]
@@ -162,13 +195,14 @@ def test_step_stats_skips_the_warmup_window():
     assert cmp.step_stats(gpu)['gpu_memory_mib'] == 300
 
 
-def fake_result(row, metric, step, rss, latency, pct):
+def fake_result(row, metric, step, rss, latency, pct, seed=0):
     return dict(
-        vars(row), label=row.label, metrics={'pascal_voc/mAP': metric},
-        metric='pascal_voc/mAP', trainable_params=int(pct * 10),
-        trainable_pct=pct, task_file_mib=1.0, step_time_s=step,
-        gpu_memory_mib=None, peak_rss_mib=rss,
-        latency=dict(median_ms=latency))
+        vars(row), label=row.label, seed=seed, lr=1e-3,
+        metrics={'pascal_voc/mAP': metric}, metric='pascal_voc/mAP',
+        trainable_params=int(pct * 10), trainable_pct=pct, task_file_mib=1.0,
+        step_time_s=step, gpu_memory_mib=None, peak_rss_mib=rss,
+        latency=dict(median_ms=latency),
+        conditions=dict(parallel=[2], threads='1', gpus=0, load_mean=2.0))
 
 
 def test_table_ratios_are_to_full_of_the_same_host():
@@ -180,67 +214,52 @@ def test_table_ratios_are_to_full_of_the_same_host():
         'full_vit': fake_result(rows['full_vit'], .3, 4.0, 800, 20, 100),
         'repadapter': fake_result(rows['repadapter'], .2, 3.0, 400, 10, 1),
     }
-    doc = cmp.table_doc(plan, results, {'mimi': 'training failed'})
+    doc = cmp.table_doc(plan, {k: {0: r} for k, r in results.items()},
+                        {'mimi': 'training failed'})
     by_key = {r['key']: r for r in doc['rows']}
     assert by_key['lora_swin']['step_time_vs_full'] == pytest.approx(0.5)
     assert by_key['lora_swin']['memory_vs_full'] == pytest.approx(0.5)
     assert by_key['repadapter']['step_time_vs_full'] == pytest.approx(0.75)
     assert by_key['repadapter']['latency_vs_full'] == pytest.approx(0.5)
+    assert by_key['lora_swin']['vs_full']['diff'] == pytest.approx(-.1)
+    assert by_key['lora_swin']['vs_fixed'] is None  # no Fixed row here
     text = cmp.markdown(doc)
-    assert '| LoRA | swin | 0.400 |' in text
+    assert '| LoRA | swin | 0.001 | 0.400 | 1 | - | -0.100 (n=1) |' in text
     assert '(0.50x)' in text and 'failed: training failed' in text
-
-
-def test_rerun_skips_finished_methods(tmp_path, monkeypatch):
-    """A row with result.json and latency.json runs nothing again; the
-    table, JSON and plot are written from them."""
-    plan = cmp.demo_plan(['lora'])
-    plan.pretrains.clear()
-    for i, row in enumerate(plan.rows):
-        out = tmp_path / row.key
-        out.mkdir()
-        result = fake_result(row, .5 - i / 10, 1.0 + i, 900, 5.0,
-                             100 / (i + 1))
-        result.pop('latency')
-        (out / 'result.json').write_text(json.dumps(result))
-        (out / 'latency.json').write_text(json.dumps(dict(median_ms=5.0)))
-
-    def must_not_run(*args, **kwargs):
-        raise AssertionError(f'ran {args[0]}')
-
-    monkeypatch.setattr(cmp_runner, 'run_logged', must_not_run)
-    doc = cmp.Comparison(plan, str(tmp_path), echo=lambda _: None).run()
-    assert [r['key'] for r in doc['rows']] == ['full_swin', 'lora_swin']
-    for ext in ('md', 'json', 'png'):
-        assert (tmp_path / f'comparison.{ext}').stat().st_size > 0
 
 
 def test_latency_remeasures_a_host_as_a_whole(tmp_path, monkeypatch):
     """One row of a host lacks its latency: every row of that host is timed
-    again, together, in one process (ratios come from one run)."""
+    again, together, in one process (ratios come from one run), on each
+    row's first seed."""
     plan = cmp.demo_plan(['lora'])
     results = {}
     for row in plan.rows:
         (tmp_path / row.key).mkdir()
-        results[row.key] = dict(deploy_config=f'{row.key}.py',
-                                deploy_checkpoint=f'{row.key}.pth')
-    (tmp_path / 'full_swin' / 'latency.json').write_text('{"median_ms": 1}')
+        results[row.key] = {s: dict(seed=s, lr=1e-3,
+                                    deploy_config=f'{row.key}{s}.py',
+                                    deploy_checkpoint=f'{row.key}{s}.pth')
+                            for s in (1, 0)}
+    (tmp_path / 'full_swin' / 'latency.json').write_text(json.dumps(
+        dict(median_ms=1, run=dict(seed=0, lr=1e-3))))
     calls = []
 
-    def fake_run(cmd, log, what, progress=None):
+    def fake_run(cmd, log, what, progress=None, cwd=None):
         calls.append(cmd)
         out = cmd[cmd.index('--json') + 1]
         with open(out, 'w') as f:
-            json.dump([dict(median_ms=10.0), dict(median_ms=12.0)], f)
+            json.dump([dict(median_ms=10.0 + i) for i in range(3)], f)
+        return dict(peak_rss_mib=1, wall_s=1, load_mean=0, load_max=0)
 
     monkeypatch.setattr(cmp_runner, 'run_logged', fake_run)
     comparison = cmp.Comparison(plan, str(tmp_path), echo=lambda _: None)
     assert comparison.latencies(results) == {}
     assert len(calls) == 1
-    assert calls[0][calls[0].index('mmpeft.comparison.latency') + 1:][:4] == [
-        'full_swin.py', 'full_swin.pth', 'lora_swin.py', 'lora_swin.pth']
-    assert results['full_swin']['latency'] == dict(median_ms=10.0)
-    assert results['lora_swin']['latency'] == dict(median_ms=12.0)
+    assert calls[0][calls[0].index('mmpeft.comparison.latency') + 1:][:6] == [
+        'full_swin0.py', 'full_swin0.pth', 'fixed_swin0.py',
+        'fixed_swin0.pth', 'lora_swin0.py', 'lora_swin0.pth']
+    assert results['full_swin'][1]['latency']['median_ms'] == 10.0
+    assert results['lora_swin'][0]['latency']['median_ms'] == 12.0
     assert comparison.latencies(results) == {} and len(calls) == 1
 
 
@@ -295,17 +314,17 @@ def test_unknown_method_exits_with_the_choices():
     assert 'Unknown method' in result.stderr and 'lorand' in result.stderr
 
 
-def test_dist_commands_get_a_port_each():
+def test_dist_commands_get_a_port_each(monkeypatch):
     """--gpus runs tools/dist_train.sh / dist_test.sh; --jobs puts several
-    side by side, so every run rendezvouses on its own port."""
-    plan = cmp.demo_plan(['all'])
-    ports = cmp.Comparison(plan, 'unused').ports
-    assert len(set(ports.values())) == len(ports) == len(plan.rows) + 2
-    cmd = cmp.train_command('c.py', 'wd', 8, ports['mona'])
-    assert cmd[:5] == ['env', f'PORT={ports["mona"]}',
-                       f'PYTHON={sys.executable}', 'bash',
-                       cmp.tool('dist_train.sh')]
-    assert cmd[5:] == ['c.py', '8', '--work-dir', 'wd', '--resume']
+    side by side, so every tool run rendezvouses on its own port."""
+    monkeypatch.setenv('PORT', '30000')
+    comparison = cmp.Comparison(cmp.demo_plan(['lora']), 'unused')
+    assert [comparison.port() for _ in range(3)] == [30000, 30001, 30002]
+    cmd = cmp.train_command('c.py', 'wd', 8, 30001, ['a=1'])
+    assert cmd[:5] == ['env', 'PORT=30001', f'PYTHON={sys.executable}',
+                       'bash', cmp.tool('dist_train.sh')]
+    assert cmd[5:] == ['c.py', '8', '--work-dir', 'wd', '--resume',
+                       '--cfg-options', 'a=1']
     assert cmp.test_command('c.py', 'k.pth', 'wd', 0)[1:] == [
         cmp.tool('test.py'), 'c.py', 'k.pth', '--work-dir', 'wd']
 
@@ -328,47 +347,63 @@ def test_compare_under_dist_train(demo_data, tmp_path):
     work = str(tmp_path / 'compare')
     baseline = tiny_baseline(demo_data, tmp_path)
     result = subprocess.run(
-        [sys.executable, 'tools/compare.py', baseline, '--methods', 'full',
-         'lora', '--gpus', '2', '--jobs', '2', '--work-dir', work,
+        [sys.executable, 'tools/compare.py', baseline, '--methods', 'fixed',
+         '--gpus', '2', '--jobs', '2', '--work-dir', work,
          '--latency-iters', '2'],
         capture_output=True, text=True,
         env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert result.returncode == 0, \
         result.stdout[-3000:] + result.stderr[-3000:]
     doc = json.load(open(osp.join(work, 'comparison.json')))
-    assert {r['key'] for r in doc['rows']} == {'full_swin', 'lora_swin'}
-    log = open(osp.join(work, 'lora_swin', 'train.log')).read()
+    assert {r['key'] for r in doc['rows']} == {'full_swin', 'fixed_swin'}
+    log = open(osp.join(work, 'fixed_swin', 'lr0.001', 'seed0',
+                        'train.log')).read()
     assert 'dist_train.sh' in log.splitlines()[0]
-    assert all(0 <= r['metrics']['pascal_voc/mAP'] <= 1 for r in doc['rows'])
+    assert all(0 <= r['metric_mean'] <= 1 for r in doc['rows'])
 
 
 @pytest.mark.slow
 def test_compare_runs_the_tools_end_to_end(demo_data, tmp_path):
-    """Full, BitFit and LoRA on a two-iteration baseline of the demo task:
-    every row trained, evaluated merged, counted, timed; the table written;
-    a second run trains nothing."""
+    """LoRA (with Full and Fixed) on a two-iteration baseline of the demo
+    task, run from another directory with --cfg-options: every row trained,
+    evaluated merged, counted, timed; the table written; a second run trains
+    nothing."""
     baseline = tiny_baseline(demo_data, tmp_path)
     work = str(tmp_path / 'compare')
-    cmd = [sys.executable, 'tools/compare.py', baseline, '--methods', 'full',
-           'bitfit', 'lora', '--work-dir', work, '--latency-iters', '2']
+    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools/compare.py'), baseline,
+           '--methods', 'lora', '--work-dir', work,
+           '--latency-iters', '2', '--cfg-options',
+           'default_hooks.logger.interval=2']
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    first = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                           cwd=str(elsewhere))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     doc = json.load(open(osp.join(work, 'comparison.json')))
     rows = {r['key']: r for r in doc['rows']}
-    assert set(rows) == {'full_swin', 'bitfit_swin', 'lora_swin'}
+    assert set(rows) == {'full_swin', 'fixed_swin', 'lora_swin'}
     assert rows['full_swin']['trainable_pct'] == pytest.approx(100)
-    assert 0 < rows['bitfit_swin']['trainable_pct'] < 5
-    assert rows['lora_swin']['deploy_checkpoint'].endswith('_deploy.pth')
+    assert rows['fixed_swin']['trainable_pct'] == 0
+    # The method base's rank 64 on the tiny Swin's 32-256 widths.
+    assert 0 < rows['lora_swin']['trainable_pct'] < 100
+    lora = rows['lora_swin']['runs']['0']
+    assert lora['deploy_checkpoint'].endswith('_deploy.pth')
+    dumped = Config.fromfile(osp.join(work, 'lora_swin', 'lr0.001', 'seed0',
+                                      'lora_swin.py'))
+    assert dumped.default_hooks.logger.interval == 2  # --cfg-options
+    assert dumped.randomness.seed == 0
     for r in rows.values():
-        assert 0 <= r['metrics']['pascal_voc/mAP'] <= 1
+        assert 0 <= r['metric_mean'] <= 1 and r['n'] == 1
         assert r['step_time_s'] > 0 and r['latency_ms'] > 0
-        assert r['peak_rss_mib'] > 100
+        assert r['memory_mib'] > 100
+        assert r['runs']['0']['conditions']['threads'] == '1'
     assert rows['full_swin']['step_time_vs_full'] == pytest.approx(1)
     # The PEFT task file is the adapter checkpoint, far smaller than Full's.
     assert rows['lora_swin']['task_file_mib'] < \
         rows['full_swin']['task_file_mib']
-    second = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                            cwd=str(elsewhere))
     assert second.returncode == 0
     assert second.stdout.count('done before') == 3
     assert ': training ' not in second.stdout

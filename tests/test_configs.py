@@ -75,17 +75,19 @@ def test_demo_trains_mona_with_peft_hooks(config):
 
 
 def test_make_demo_step2_loads_step1_checkpoint():
-    """`make demo` trains DEMO_PRETRAIN_CONFIG into DEMO_PRETRAIN_WORK_DIR,
-    then DEMO_CONFIG must load the backbone of its last checkpoint."""
+    """`make demo` puts step 1's source model at DEMO_SOURCE (tools/compare.py
+    demo --source-only), where DEMO_CONFIG loads its backbone from."""
+    from mmpeft.comparison import demo_plan
     with open(osp.join(REPO_ROOT, 'Makefile')) as f:
         make = dict(re.findall(r'^(\w+) := (.*)$', f.read(), re.M))
-    step1 = Config.fromfile(osp.join(REPO_ROOT, make['DEMO_PRETRAIN_CONFIG']))
     step2 = Config.fromfile(osp.join(REPO_ROOT, make['DEMO_CONFIG']))
-    assert step1.model.backbone.type == 'SwinTransformer'
+    step1 = demo_plan(['mona']).pretrains
+    assert [s.host for s in step1] == ['swin']
+    assert step1[0].checkpoint == osp.join(REPO_ROOT, make['DEMO_SOURCE'])
+    assert Config.fromfile(step1[0].config).model.backbone.type == \
+        'SwinTransformer'
     assert step2.model.backbone.init_cfg == dict(
-        type='Pretrained',
-        checkpoint=f"{make['DEMO_PRETRAIN_WORK_DIR']}/"
-        f'iter_{step1.train_cfg.max_iters}.pth')
+        type='Pretrained', checkpoint=make['DEMO_SOURCE'])
 
 
 # --------------------------------------------------- method config layout

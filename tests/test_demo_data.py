@@ -6,6 +6,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -157,3 +158,60 @@ def test_cli(tmp_path):
     ],
                    check=True)
     assert sorted(os.listdir(tmp_path)) == ['VOCdevkit', 'dota']
+
+
+def test_few_shot_split():
+    """For each class in turn the first `shots` free images showing it;
+    the rest is the validation split."""
+    labels = [{0}, {0, 1}, {1}, {2}, {0}, {1, 2}, {3}, {0, 3}]
+    # class 0 takes image 0, class 1 image 1 (the first free one showing
+    # it), class 2 image 3, class 3 image 6.
+    assert gen.few_shot_split(labels, 1, 4) == ([0, 1, 3, 6], [2, 4, 5, 7])
+    # Two each: 0, 1 | 2, 5 | 3 (5 taken) | 6, 7.
+    assert gen.few_shot_split(labels, 2, 4) == ([0, 1, 2, 3, 5, 6, 7], [4])
+
+
+def test_voc_demo_splits(tmp_path):
+    """The transfer demo's target: K images per class from the VOC2012
+    pool, its validation split the rest of the pool, the test split
+    VOC2007 test, all disjoint; the demo config reads these files."""
+    root = gen.make_voc(str(tmp_path), num_train=32, num_val=4, img_size=64,
+                        seed=0, shots=2)
+    lists = osp.join(root, 'VOC2012', 'ImageSets', 'Main')
+
+    def read(path):
+        with open(path) as f:
+            return f.read().split()
+    pool = read(osp.join(lists, 'trainval.txt'))
+    train = read(osp.join(lists, 'train_2shot.txt'))
+    val = read(osp.join(lists, 'val.txt'))
+    assert sorted(train + val) == sorted(pool) and not set(train) & set(val)
+    assert len(train) == 2 * len(gen.VOC_CLASSES)
+    shown = {c: 0 for c in gen.VOC_CLASSES}
+    for img in train:
+        tree = ET.parse(osp.join(root, 'VOC2012', 'Annotations', img + '.xml'))
+        for name in {o.find('name').text for o in tree.findall('object')}:
+            shown[name] += 1
+    assert min(shown.values()) >= 2
+    demo = Config.fromfile(osp.join(REPO_ROOT,
+                                    'configs/demo/swin_fasterrcnn_voc.py'))
+    assert demo.train_dataloader.dataset.ann_file == \
+        f'VOC2012/ImageSets/Main/train_{gen.SHOTS}shot.txt'
+    assert demo.val_dataloader.dataset.ann_file.endswith('VOC2012/'
+                                                         'ImageSets/Main/'
+                                                         'val.txt')
+    assert demo.test_dataloader.dataset.ann_file.endswith('VOC2007/'
+                                                          'ImageSets/Main/'
+                                                          'test.txt')
+
+
+def test_demo_sizes_and_version(tmp_path):
+    """Without sizes each set gets its demo size; the COCO files carry the
+    generator's version (step 1's cache key reads them)."""
+    roots = gen.make_all(str(tmp_path), img_size=64, datasets=['coco'])
+    ann = osp.join(roots['coco'], 'annotations')
+    for split, num in (('train', 0), ('val', 1)):
+        with open(osp.join(ann, f'instances_{split}2017.json')) as f:
+            coco = json.load(f)
+        assert len(coco['images']) == gen.DEMO_SIZES['coco'][num]
+        assert coco['info']['version'] == gen.GENERATOR_VERSION

@@ -26,12 +26,17 @@ configs expect under their ``data_root``):
 - ``VOCdevkit/``: ``VOC2007/`` (trainval + test) and ``VOC2012/``
   (trainval), each with ``Annotations/``, ``JPEGImages/`` and
   ``ImageSets/Main/``; aeroplane, bicycle, bird, boat (drawn as star,
-  cross, hexagon, arrow).
+  cross, hexagon, arrow). VOC2012 also splits its trainval into the demo's
+  data-limited training set ``train_{K}shot.txt`` (K images per class) and
+  its validation set ``val.txt`` (the rest).
 - ``dota/``: ``{trainval,test}/{images/*.png,annfiles/*.txt}``, the layout of
   mmrotate's patch splitter (``test/`` is labelled here); plane,
   baseball-diamond, bridge, ground-track-field.
 
 Usage: ``python tools/make_demo_data.py --out data/demo``; see ``--help``.
+Without ``--num-train`` / ``--num-val`` each dataset gets its demo size
+(``DEMO_SIZES``): the transfer demo's source domain (COCO) is large, its
+target (VOC) a small pool with a 64-image test split.
 """
 import argparse
 import json
@@ -85,6 +90,19 @@ _OUTLINES = dict(
                     [.2, .3], [-1, .3]]),
 )
 DATASETS = ('coco', 'ade20k', 'voc', 'dota')
+# Bumped whenever the images or annotations written for the same arguments
+# change; written into the COCO annotation files (``info.version``), which
+# the transfer demo's cached source model is keyed by
+# (mmpeft/comparison/source.py).
+GENERATOR_VERSION = 2
+# (training, validation) images per dataset when not given: the transfer
+# demo's source domain (COCO) trains a strong model on many images and stops
+# on a 128-image validation set; its target (VOC) is a 64 + 64 image pool
+# (VOC2007 / VOC2012 trainval) and a 64-image test split (VOC2007 test).
+DEMO_SIZES = dict(coco=(1024, 128), ade20k=(64, 16), voc=(128, 64),
+                  dota=(64, 16))
+# The target domain's data-limited training set: K images per class.
+SHOTS = 8
 
 
 def _rng(seed, *keys):
@@ -269,7 +287,8 @@ def make_coco(root, num_train=64, num_val=16, img_size=256, seed=0):
                 'w') as f:
             json.dump(
                 dict(
-                    info=dict(description='mmpeft demo data'),
+                    info=dict(description='mmpeft demo data',
+                              version=GENERATOR_VERSION),
                     images=images,
                     annotations=annotations,
                     categories=categories), f)
@@ -332,14 +351,37 @@ def _voc_xml(folder, file_name, h, w, objects):
     return ET.ElementTree(ann)
 
 
-def make_voc(root, num_train=64, num_val=16, img_size=256, seed=0):
+def few_shot_split(image_labels, shots, num_classes):
+    """Indices of a data-limited training set and of the rest: for each
+    class in turn, the first ``shots`` images (in order) that show it and are
+    not taken yet. Every class then appears in at least ``shots`` training
+    images (images show several classes) when the pool has enough."""
+    taken = []
+    for label in range(num_classes):
+        free = [i for i, labels in enumerate(image_labels)
+                if label in labels and i not in taken]
+        taken += free[:shots]
+    taken.sort()
+    return taken, [i for i in range(len(image_labels)) if i not in taken]
+
+
+def _write_list(path, ids):
+    with open(path, 'w') as f:
+        f.write(''.join(i + '\n' for i in ids))
+
+
+def make_voc(root, num_train=64, num_val=16, img_size=256, seed=0,
+             shots=SHOTS):
     """Pascal VOC format (XML boxes, JPEGImages, ImageSets/Main lists), in
     the target domain's style (``_target_scene``).
 
     VOC2007 gets half of the training images as trainval and all validation
     images as test; VOC2012 gets the other half as trainval, so the stock
-    07+12 configs find both. Writes ``root/VOC{2007,2012}/`` and returns
-    ``root`` (the VOCdevkit directory).
+    07+12 configs find both. VOC2012's trainval is also split in two for the
+    transfer demo: ``train_{shots}shot.txt`` (``few_shot_split``: ``shots``
+    images per class) and ``val.txt`` (the others), a validation set apart
+    from the training images and from the VOC2007 test split. Writes
+    ``root/VOC{2007,2012}/`` and returns ``root`` (the VOCdevkit directory).
     """
     h, w = _sizes(img_size)
     num_07 = (num_train + 1) // 2
@@ -352,7 +394,7 @@ def make_voc(root, num_train=64, num_val=16, img_size=256, seed=0):
         sub = osp.join(root, year)
         for d in ('Annotations', 'JPEGImages', 'ImageSets/Main'):
             os.makedirs(osp.join(sub, d), exist_ok=True)
-        ids = []
+        ids, labels = [], []
         for i in range(start[year], start[year] + num):
             img_id = id_fmt.format(i)
             img, objects = _target_scene(rng, h, w)
@@ -360,10 +402,15 @@ def make_voc(root, num_train=64, num_val=16, img_size=256, seed=0):
             _voc_xml(year, img_id + '.jpg', h, w, objects).write(
                 osp.join(sub, 'Annotations', img_id + '.xml'))
             ids.append(img_id)
+            labels.append({label for label, _ in objects})
         start[year] += num
-        with open(osp.join(sub, 'ImageSets', 'Main', split + '.txt'),
-                  'w') as f:
-            f.write(''.join(i + '\n' for i in ids))
+        lists = osp.join(sub, 'ImageSets', 'Main')
+        _write_list(osp.join(lists, split + '.txt'), ids)
+        if year == 'VOC2012':
+            train, rest = few_shot_split(labels, shots, len(VOC_CLASSES))
+            _write_list(osp.join(lists, f'train_{shots}shot.txt'),
+                        [ids[i] for i in train])
+            _write_list(osp.join(lists, 'val.txt'), [ids[i] for i in rest])
     return root
 
 
@@ -404,15 +451,19 @@ _MAKERS = dict(coco=make_coco, ade20k=make_ade20k, voc=make_voc,
                dota=make_dota)
 
 
-def make_all(root, num_train=64, num_val=16, img_size=256, seed=0,
+def make_all(root, num_train=None, num_val=None, img_size=256, seed=0,
              datasets=DATASETS):
-    """Write every dataset in `datasets` under `root` (see SUBDIRS).
+    """Write every dataset in `datasets` under `root` (see SUBDIRS), with
+    `num_train` / `num_val` images each (None: its ``DEMO_SIZES``).
 
     Returns {dataset name: dataset root}.
     """
     return {
         name: _MAKERS[name](
-            osp.join(root, SUBDIRS[name]), num_train, num_val, img_size, seed)
+            osp.join(root, SUBDIRS[name]),
+            DEMO_SIZES[name][0] if num_train is None else num_train,
+            DEMO_SIZES[name][1] if num_val is None else num_val, img_size,
+            seed)
         for name in datasets
     }
 
@@ -429,10 +480,14 @@ def parse_args():
         choices=DATASETS,
         default=list(DATASETS),
         help='which datasets to write')
+    sizes = ', '.join(f'{name} {train} / {val}'
+                      for name, (train, val) in DEMO_SIZES.items())
     parser.add_argument(
-        '--num-train', type=int, default=64, help='training images per set')
+        '--num-train', type=int,
+        help=f'training images of every set (default per set: {sizes})')
     parser.add_argument(
-        '--num-val', type=int, default=16, help='validation images per set')
+        '--num-val', type=int,
+        help='validation (VOC: test) images of every set (default: as above)')
     parser.add_argument(
         '--img-size',
         type=int,

@@ -5,14 +5,17 @@ import os
 import os.path as osp
 import pprint
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from ..methods import HOST_TYPES, METHODS, POLICY_METHODS
 
 # The repository root: tools/ and configs/ are found from it.
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-# Table order: the Mona paper's Table 1, then the methods mmpeft adds.
+# Table order and labels: the Mona paper's Table 1, then the methods mmpeft
+# adds. The methods themselves are read from mmpeft/methods.py
+# (``method_names``): one it ships that is not named here still runs, after
+# these, under its own name.
 LABELS = {
     'full': 'Full', 'fixed': 'Fixed', 'bitfit': 'BitFit',
     'normtuning': 'NormTuning', 'partial1': 'Partial-1',
@@ -20,23 +23,27 @@ LABELS = {
     'lorand': 'LoRand', 'mona': 'Mona', 'repadapter': 'RepAdapter',
     'mimi': 'MiMi', 'e3va': 'E3VA'
 }
-ALL_METHODS = tuple(LABELS)
+# The rows every other row is compared with, on each host of a table.
+REFERENCES = ('full', 'fixed')
+# Cheaper-training forms of a method that the demo compares beside it: a
+# shipped `configs/demo/compare/<key>_<form>.py` is a row of its own.
+FORMS = {'last2': 'last 2 stages', 'bf16saves': 'bf16 saves'}
 
-DEMO_DIR = 'configs/demo'
-# Step 1 of the demo per host: its config and its (default) work dir; the
-# file the demo configs load is `<host>_pretrained` in DEMO_BASE.
-DEMO_BASE = 'configs/demo/_base_/tiny_swin.py'
+DEMO_DIR = osp.join(REPO, 'configs', 'demo')
+# Step 1 of the demo per host: its config; the file the demo configs load is
+# `<host>_pretrained` in DEMO_BASE (mmpeft/comparison/source.py caches it).
+DEMO_BASE = osp.join(DEMO_DIR, '_base_', 'tiny_swin.py')
 DEMO_PRETRAIN = {
-    'swin': ('configs/demo/swin_fasterrcnn_coco.py',
-             'work_dirs/swin_fasterrcnn_coco'),
-    'vit': ('configs/demo/vit_fasterrcnn_coco.py',
-            'work_dirs/vit_fasterrcnn_coco'),
+    'swin': osp.join(DEMO_DIR, 'swin_fasterrcnn_coco.py'),
+    'vit': osp.join(DEMO_DIR, 'vit_fasterrcnn_coco.py'),
 }
 DEMO_CONFIGS = {
-    'full_swin': 'configs/demo/swin_fasterrcnn_voc.py',
-    'full_vit': 'configs/demo/vit_fasterrcnn_voc.py',
-    'mona': 'configs/demo/mona_fasterrcnn_voc.py',
+    'full_swin': osp.join(DEMO_DIR, 'swin_fasterrcnn_voc.py'),
+    'full_vit': osp.join(DEMO_DIR, 'vit_fasterrcnn_voc.py'),
+    'mona': osp.join(DEMO_DIR, 'mona_fasterrcnn_voc.py'),
 }
+# The data the demo configs read (tools/make_demo_data.py --out data/demo).
+DEMO_DATA = osp.join(REPO, 'data', 'demo')
 
 # MiMi goes from width dim / sigma0 to dim / sigma_target by halving: with
 # the method base's 4 and 32, three prune rounds, at 1/4, 2/4 and 3/4 of the
@@ -50,6 +57,24 @@ class ComparisonError(RuntimeError):
 
 def _entries() -> dict:
     return {**POLICY_METHODS, **METHODS}
+
+
+def _name_of(key: str, host: str) -> str:
+    suffix = f'_{host}'
+    return key[:-len(suffix)] if key.endswith(suffix) else key
+
+
+def method_names() -> Tuple[str, ...]:
+    """Every method of mmpeft/methods.py by its host-free name (``lora``
+    for ``lora_swin`` / ``lora_vit``), in table order: LABELS first."""
+    names = dict.fromkeys(_name_of(key, entry.host)
+                          for key, entry in _entries().items())
+    return tuple([n for n in LABELS if n in names] +
+                 [n for n in names if n not in LABELS])
+
+
+def label_of(name: str) -> str:
+    return LABELS.get(name, name)
 
 
 def method_key(name: str, host: str) -> Optional[str]:
@@ -83,89 +108,161 @@ def host_of_backbone(backbone_type: str) -> str:
 
 @dataclass(frozen=True)
 class Row:
-    """One method of the table: what runs and where its results go."""
+    """One method of the table: what runs and where its results go
+    (``config``: an absolute path)."""
     name: str
     key: str
     host: str
     config: str
+    form: str = ''
 
     @property
     def label(self) -> str:
-        return LABELS[self.name]
+        label = label_of(self.name)
+        return f'{label} ({FORMS[self.form]})' if self.form else label
+
+    @property
+    def is_reference(self) -> bool:
+        return self.name in REFERENCES
 
 
 @dataclass(frozen=True)
 class Pretrain:
-    """Step 1 of the demo on one host (no row of its own): ``checkpoint``
-    is what the demo configs load, the run's own checkpoint (Swin) or the
-    bare backbone state dict written from it (ViT)."""
+    """Step 1 of the demo on one host (no row of its own): ``config`` trains
+    the source model, ``checkpoint`` is the file the demo configs load (the
+    detector's weights for mmdet's Swin, which reads their ``backbone.``
+    keys; the bare backbone state dict for mmseg's ViT: ``backbone_only``)."""
     host: str
     config: str
-    work_dir: str
     checkpoint: str
+    backbone_only: bool
 
 
 @dataclass
 class Plan:
+    """The rows to run, step 1 of the demo if any, and the directory the
+    tools run in (the configs' relative data roots and checkpoints are
+    relative to it: the repository for the demo, the caller's for a
+    user's baseline)."""
     task: str
     rows: List[Row]
     pretrains: List[Pretrain] = field(default_factory=list)
+    cwd: str = field(default_factory=os.getcwd)
 
 
 def parse_methods(names: Sequence[str]) -> List[str]:
     """Method names in table order; ``all`` is every method."""
-    names = list(ALL_METHODS) if list(names) in ([], ['all']) else list(names)
-    unknown = [n for n in names if n not in LABELS]
+    known = method_names()
+    names = list(known) if list(names) in ([], ['all']) else list(names)
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise ComparisonError(
-            f'Unknown method(s) {unknown}; choose from {list(ALL_METHODS)} '
+            f'Unknown method(s) {unknown}; choose from {list(known)} '
             "or 'all'.")
-    return [n for n in ALL_METHODS if n in names]
+    return [n for n in known if n in names]
+
+
+def _sorted(rows: List[Row]) -> List[Row]:
+    order = method_names()
+    forms = ('',) + tuple(FORMS)
+    return sorted(rows, key=lambda r: (order.index(r.name), r.host,
+                                       forms.index(r.form)))
+
+
+def demo_config(key: str) -> str:
+    return DEMO_CONFIGS.get(key, osp.join(DEMO_DIR, 'compare', f'{key}.py'))
 
 
 def demo_plan(names: Sequence[str]) -> Plan:
     """Each method on the first host it runs on (Swin, else ViT), with the
-    Full row of every host in the table for its ratios."""
+    Full and Fixed rows of every host in the table (the references of its
+    ratios and differences) and the method's cheaper forms that have a demo
+    config (``<key>_<form>.py``, FORMS). ``all``: every method with a demo
+    config (``configs/demo/compare/<key>.py``); a method named without one
+    is an error."""
+    everything = list(names) in ([], ['all'])
     rows = []
     for name in parse_methods(names):
         host = hosts_of(name)[0]
         key = method_key(name, host)
-        config = DEMO_CONFIGS.get(key, f'{DEMO_DIR}/compare/{key}.py')
+        config = demo_config(key)
+        if not osp.isfile(config):
+            if everything:
+                continue
+            raise ComparisonError(
+                f'{label_of(name)} has no demo config ({osp.relpath(config)}'
+                ' is missing): write one from configs/demo/compare/*.py, or '
+                'compare it on a task config of your own.')
         rows.append(Row(name, key, host, config))
+        for form in FORMS:
+            config = demo_config(f'{key}_{form}')
+            if osp.isfile(config):
+                rows.append(Row(name, f'{key}_{form}', host, config, form))
     hosts = list(dict.fromkeys(row.host for row in rows))
     for host in hosts:
-        if not any(row.name == 'full' and row.host == host for row in rows):
-            rows.insert(0, Row('full', f'full_{host}', host,
-                               DEMO_CONFIGS[f'full_{host}']))
-    rows.sort(key=lambda r: (ALL_METHODS.index(r.name), r.host))
+        for name in REFERENCES:
+            if not any(r.name == name and r.host == host for r in rows):
+                key = method_key(name, host)
+                rows.append(Row(name, key, host, demo_config(key)))
     from mmengine.config import Config
-    base = Config.fromfile(osp.join(REPO, DEMO_BASE))
-    pretrains = [Pretrain(h, *DEMO_PRETRAIN[h], base[f'{h}_pretrained'])
-                 for h in hosts]
-    return Plan('demo', rows, pretrains)
+    base = Config.fromfile(DEMO_BASE)
+    pretrains = [
+        Pretrain(h, DEMO_PRETRAIN[h],
+                 osp.join(REPO, base[f'{h}_pretrained']), h == 'vit')
+        for h in hosts
+    ]
+    return Plan('demo', _sorted(rows), pretrains, cwd=REPO)
+
+
+def demo_data_error() -> Optional[str]:
+    """Why the demo cannot run on ``data/demo`` as it is (missing, or written
+    by another version of tools/make_demo_data.py), None if it can."""
+    import importlib.util
+    import json
+    spec = importlib.util.spec_from_file_location(
+        'make_demo_data', osp.join(REPO, 'tools', 'make_demo_data.py'))
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    make = (f'python tools/make_demo_data.py --out data/demo (in {REPO})')
+    ann = osp.join(DEMO_DATA, 'coco', 'annotations',
+                   'instances_train2017.json')
+    if not osp.isfile(ann):
+        return f'{ann} is missing: generate the demo data with {make}'
+    with open(ann) as f:
+        version = json.load(f).get('info', {}).get('version')
+    if version != generator.GENERATOR_VERSION:
+        return (f'{DEMO_DATA} was written by another version of '
+                f'tools/make_demo_data.py (version {version}, now '
+                f'{generator.GENERATOR_VERSION}): run {make} again')
+    return None
 
 
 def baseline_plan(baseline: str, names: Sequence[str],
                   work_dir: str) -> Plan:
-    """Every method on the host of ``baseline`` (a full fine-tuning config);
-    configs the repository does not ship are generated under ``work_dir``."""
+    """Every method on the host of ``baseline`` (a full fine-tuning config),
+    with the Full and Fixed rows; configs the repository does not ship are
+    generated under ``work_dir``."""
     from mmengine.config import Config
+    if not osp.isfile(baseline):
+        raise ComparisonError(
+            f'{baseline} is not a file (from {os.getcwd()}): give the path '
+            "of a full fine-tuning config, or 'demo'.")
+    baseline = osp.abspath(baseline)
     cfg = Config.fromfile(baseline)
     host = host_of_backbone(cfg.model.backbone.type)
-    rows = []
-    for name in parse_methods(names):
-        key = method_key(name, host)
-        if key is None:
+    names = parse_methods(names)
+    for name in names:
+        if method_key(name, host) is None:
             raise ComparisonError(
-                f'{LABELS[name]} has no {host} form (it runs on '
+                f'{label_of(name)} has no {host} form (it runs on '
                 f'{", ".join(hosts_of(name))}); {baseline} has a {host} '
                 f'backbone. Leave {name} out, or compare on a baseline with '
                 'that backbone.')
-        rows.append(Row(name, key, host,
-                        method_config(baseline, cfg, name, key, work_dir)))
-    if not any(row.name == 'full' for row in rows):
-        rows.insert(0, Row('full', f'full_{host}', host, baseline))
-    return Plan(baseline, rows)
+    names += [n for n in REFERENCES if n not in names]
+    rows = [Row(name, method_key(name, host), host,
+                method_config(baseline, cfg, name, method_key(name, host),
+                              work_dir)) for name in names]
+    return Plan(baseline, _sorted(rows))
 
 
 def method_config(baseline: str, cfg, name: str, key: str,
@@ -178,8 +275,8 @@ def method_config(baseline: str, cfg, name: str, key: str,
     if osp.dirname(osp.realpath(baseline)) == baselines_dir:
         shipped = osp.join(REPO, 'configs', name, osp.basename(baseline))
         if osp.exists(shipped):
-            return osp.relpath(shipped)
-    path = osp.join(work_dir, key, f'{key}.py')
+            return shipped
+    path = osp.abspath(osp.join(work_dir, key, f'{key}.py'))
     os.makedirs(osp.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
         f.write(generated_config(baseline, cfg, name, key))
@@ -218,7 +315,7 @@ def generated_config(baseline: str, cfg, name: str, key: str) -> str:
     def fmt(value):
         return pprint.pformat(value, indent=4, width=75, sort_dicts=False)
 
-    return (f'# Generated by tools/compare.py: {LABELS[name]} '
+    return (f'# Generated by tools/compare.py: {label_of(name)} '
             f'({entry.config_base}) on the task of {baseline}, with its\n'
             '# pretrained backbone weights. Edit and pass it to '
             'tools/train.py to run it alone.\n'
@@ -227,3 +324,57 @@ def generated_config(baseline: str, cfg, name: str, key: str) -> str:
             'allow_failed_imports=False)\n'
             f'model = dict(backbone={fmt(backbone)})\n'
             f'custom_hooks = [{own_hooks}*{fmt(hooks)}]\n')
+
+
+def task_config(config: str, cfg_options: Optional[dict] = None):
+    """``config`` as the tools load it with ``--cfg-options``."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def config_lr(cfg, config: str) -> float:
+    """The optimizer's learning rate, which ``--lr`` and ``--lr-grid`` set
+    through ``optim_wrapper.optimizer.lr``."""
+    lr = cfg.get('optim_wrapper', {}).get('optimizer', {}).get('lr')
+    if not isinstance(lr, (int, float)):
+        raise ComparisonError(
+            f'{config} sets no optim_wrapper.optimizer.lr, which --lr and '
+            '--lr-grid change; give its optimizer an lr.')
+    return float(lr)
+
+
+# Dataset keys that change how samples are read, not which samples.
+_NOT_DATA = ('pipeline', 'test_mode', 'backend_args', 'serialize_data',
+             'lazy_init', 'max_refetch', 'indices')
+
+
+def data_identity(dataset):
+    """What makes two dataset configs read the same samples (the type, data
+    roots, annotation files, prefixes, filters, inner datasets)."""
+    if isinstance(dataset, dict):
+        return {k: data_identity(v) for k, v in sorted(dataset.items())
+                if k not in _NOT_DATA}
+    if isinstance(dataset, (list, tuple)):
+        return [data_identity(v) for v in dataset]
+    return dataset
+
+
+def validation_split_error(cfg, config: str) -> Optional[str]:
+    """Why ``config`` has no validation split apart from its test split
+    (choosing a learning rate on the test data would tune on the test
+    set), None if it has one."""
+    val, test = cfg.get('val_dataloader'), cfg.get('test_dataloader')
+    if not val or not cfg.get('val_evaluator'):
+        return (f'{config} has no val_dataloader / val_evaluator: --lr-grid '
+                'chooses on the validation split.')
+    if not test or data_identity(val.get('dataset')) == data_identity(
+            test.get('dataset')):
+        return (f'{config}: val_dataloader and test_dataloader read the same '
+                'data, so choosing a learning rate on it would tune on the '
+                'test set. Give the task a validation split of its own (e.g. '
+                '--cfg-options val_dataloader.dataset.ann_file=...), or pass '
+                '--lr METHOD=VALUE instead of --lr-grid.')
+    return None

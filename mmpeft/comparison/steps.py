@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 from .plan import REPO, Row
 
@@ -21,15 +21,20 @@ def tool(script: str) -> str:
 
 
 def train_command(config: str, work_dir: str, gpus: int,
-                  port: int = 29500) -> List[str]:
+                  port: int = 29500, cfg_options: Sequence[str] = ()
+                  ) -> List[str]:
     """tools/train.py, or tools/dist_train.sh on ``gpus`` > 0 (rendezvous
     on ``port``: runs side by side need their own); auto-resume (a re-run
     goes on from the last checkpoint of an interrupted one)."""
-    args = ['--work-dir', work_dir, '--resume']
+    args = ['--work-dir', work_dir, '--resume', *_options(cfg_options)]
     if gpus:
         return [*_dist_env(port), tool('dist_train.sh'), config, str(gpus),
                 *args]
     return [sys.executable, tool('train.py'), config, *args]
+
+
+def _options(cfg_options: Sequence[str]) -> List[str]:
+    return ['--cfg-options', *cfg_options] if cfg_options else []
 
 
 def _dist_env(port: int) -> List[str]:
@@ -39,12 +44,13 @@ def _dist_env(port: int) -> List[str]:
 
 
 def test_command(config: str, checkpoint: str, work_dir: str, gpus: int,
-                 port: int = 29500) -> List[str]:
+                 port: int = 29500, cfg_options: Sequence[str] = ()
+                 ) -> List[str]:
+    args = ['--work-dir', work_dir, *_options(cfg_options)]
     if gpus:
         return [*_dist_env(port), tool('dist_test.sh'), config, checkpoint,
-                str(gpus), '--work-dir', work_dir]
-    return [sys.executable, tool('test.py'), config, checkpoint,
-            '--work-dir', work_dir]
+                str(gpus), *args]
+    return [sys.executable, tool('test.py'), config, checkpoint, *args]
 
 
 _ITER = re.compile(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]')
@@ -54,43 +60,52 @@ class StepFailed(RuntimeError):
     """A tool run of the comparison failed; the message names its log."""
 
 
-def run_logged(cmd: List[str], log: str, what: str,
-               progress=None) -> dict:
-    """Run ``cmd`` with its output in ``log``; report training progress
-    through ``progress(done, total)``. Returns the peak resident memory of
-    the process tree's largest process (MiB) and the wall time. Raises
-    :class:`StepFailed` naming the log on a non-zero exit."""
+def run_logged(cmd: List[str], log: str, what: str, progress=None,
+               cwd: Optional[str] = None) -> dict:
+    """Run ``cmd`` in ``cwd`` (default: here) with its output in ``log``;
+    report training progress through ``progress(done, total)``. Returns the
+    peak resident memory of the process tree's largest process (MiB), the
+    wall time, the CPU time of the tree (user + system: what it costs on a
+    quiet machine) and the host's 1-minute load average while it ran (mean
+    and max of samples every 2 s). Raises :class:`StepFailed` naming the log on
+    a non-zero exit."""
     os.makedirs(osp.dirname(log) or '.', exist_ok=True)
     start = time.time()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
+    loads = [os.getloadavg()[0]]
     with open(log, 'a') as out:
         out.write(f'$ {" ".join(cmd)}\n')
         out.flush()
         offset = out.tell()  # progress from this run, not an earlier one
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=os.getcwd(), env=env)
+                                cwd=cwd or os.getcwd(), env=env)
         stop = threading.Event()
         watcher = threading.Thread(
-            target=_watch, args=(log, offset, progress, stop), daemon=True)
-        if progress is not None:
-            watcher.start()
+            target=_watch, args=(log, offset, progress, stop, loads),
+            daemon=True)
+        watcher.start()
         # wait4, not Popen.wait: its rusage holds the peak RSS of the child
         # and of the processes it reaped (data workers, ranks).
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         stop.set()
-        if progress is not None:
-            watcher.join()
+        watcher.join()
     if proc.returncode != 0:
         raise StepFailed(f'{what} failed (exit {proc.returncode}); see {log}')
     return dict(peak_rss_mib=usage.ru_maxrss / 1024,
-                wall_s=time.time() - start)
+                wall_s=time.time() - start,
+                cpu_s=usage.ru_utime + usage.ru_stime,
+                load_mean=statistics.fmean(loads), load_max=max(loads))
 
 
-def _watch(log: str, offset: int, progress, stop: threading.Event) -> None:
+def _watch(log: str, offset: int, progress, stop: threading.Event,
+           loads: List[float]) -> None:
     seen = None
     while not stop.wait(2.0):
+        loads.append(os.getloadavg()[0])
+        if progress is None:
+            continue
         try:
             with open(log, 'rb') as f:
                 f.seek(max(offset, os.path.getsize(log) - 20000))
@@ -102,6 +117,33 @@ def _watch(log: str, offset: int, progress, stop: threading.Event) -> None:
             progress(int(seen[0]), int(seen[1]))
 
 
+def read_json(path: str, required: Sequence[str] = ()):
+    """``(data, None)``, or ``(None, why)`` when the file is missing, empty,
+    truncated, not a JSON object or lacks a ``required`` key."""
+    if not osp.exists(path):
+        return None, 'missing'
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return None, f'unreadable ({type(err).__name__}: {err})'
+    if not isinstance(data, dict):
+        return None, f'not a JSON object ({type(data).__name__})'
+    missing = [key for key in required if key not in data]
+    if missing:
+        return None, f'lacks {", ".join(missing)}'
+    return data, None
+
+
+def write_json(path: str, data) -> None:
+    """Written whole or not at all (a kill leaves the old file or none)."""
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
 def last_checkpoint(work_dir: str) -> str:
     path = osp.join(work_dir, 'last_checkpoint')
     if not osp.exists(path):
@@ -111,16 +153,26 @@ def last_checkpoint(work_dir: str) -> str:
         return f.read().strip()
 
 
-def train_scalars(work_dir: str) -> List[dict]:
-    """The training log records of every run in ``work_dir`` (mmengine's
-    ``<timestamp>/vis_data/scalars.json``), oldest first."""
+def logged_scalars(work_dir: str) -> List[dict]:
+    """The log records of every run in ``work_dir`` (mmengine's
+    ``<timestamp>/vis_data/scalars.json``), oldest first; a line a killed
+    run left half-written is skipped."""
     records = []
     for stamp in sorted(os.listdir(work_dir)):
         path = osp.join(work_dir, stamp, 'vis_data', 'scalars.json')
         if osp.exists(path):
             with open(path) as f:
-                records += [json.loads(line) for line in f if line.strip()]
-    return [r for r in records if 'loss' in r]
+                for line in f:
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError:
+                        continue
+    return [r for r in records if isinstance(r, dict)]
+
+
+def train_scalars(work_dir: str) -> List[dict]:
+    """The training records of :func:`logged_scalars` (they have a loss)."""
+    return [r for r in logged_scalars(work_dir) if 'loss' in r]
 
 
 def step_stats(records: List[dict]) -> dict:
@@ -139,8 +191,22 @@ def test_metrics(log: str) -> Dict[str, float]:
     with open(log) as f:
         for line in reversed(f.read().splitlines()):
             if line.startswith('{'):
-                return json.loads(line)
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    break
     raise StepFailed(f'no metrics line in {log}')
+
+
+def val_as_test_config(config: str, out: str) -> str:
+    """``config`` with its validation split as the test split, written to
+    ``out``: tools/test.py on it scores a model on the validation data."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg.dump(out)
+    return out
 
 
 def trainable_share(params_json: str) -> dict:
@@ -172,18 +238,21 @@ def task_file(checkpoint: str, is_full: bool) -> str:
     return path
 
 
-def write_backbone_checkpoint(checkpoint: str, out: str) -> None:
-    """The ``backbone.*`` weights of a whole-model checkpoint as a bare
-    backbone state dict (weights only): what mmseg's VisionTransformer reads
-    as its pretrained checkpoint."""
+def write_source_weights(checkpoint: str, out: str,
+                         backbone_only: bool) -> None:
+    """The weights of a whole-model checkpoint, weights only: all of them
+    (mmdet's Swin reads their ``backbone.`` keys), or the ``backbone.*``
+    ones as a bare backbone state dict (what mmseg's VisionTransformer reads
+    as its pretrained checkpoint)."""
     from ..engine.checkpoint_io import load_file
     from ..engine.export import save_atomic
     state = load_file(checkpoint)['state_dict']
-    bare = {k[len('backbone.'):]: v for k, v in state.items()
-            if k.startswith('backbone.')}
-    if not bare:
+    if backbone_only:
+        state = {k[len('backbone.'):]: v for k, v in state.items()
+                 if k.startswith('backbone.')}
+    if not state:
         raise StepFailed(f'{checkpoint} has no backbone.* weights')
-    save_atomic(dict(state_dict=bare), out)
+    save_atomic(dict(state_dict=state), out)
 
 
 def deploy_pair(row: Row, checkpoint: str):

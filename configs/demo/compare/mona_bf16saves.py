@@ -4,6 +4,7 @@
 # backward is stored in bfloat16 (less training memory, approximate
 # gradients; adapters and weights stay fp32). Compare its metric with the
 # Mona row to see what the approximation costs.
-# `tools/train.py` runs it alone.
+# `tools/compare.py demo` runs it as a row beside Mona (FORMS of
+# mmpeft/comparison/plan.py); `tools/train.py` runs it alone.
 _base_ = ['../mona_fasterrcnn_voc.py']
 model = dict(backbone=dict(frozen_activations_dtype='bfloat16'))
