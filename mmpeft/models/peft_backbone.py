@@ -7,7 +7,7 @@ frozen random weight is a silent disaster), adapters keep their official init,
 and ``merge_adapters`` turns the model into its deploy form.
 """
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 import torch
 from mmengine.logging import MMLogger
@@ -41,13 +41,18 @@ class PEFTBackboneMixin:
     def setup_slots(self, adapters: dict, adapter_cp: bool) -> None:
         """Adapters at their placements in every block, then freezing.
         ``adapter_cfg`` records the placements (checkpoint metadata)."""
-        self.slots = parse_adapters(adapters, self.slot_names)
+        self.slots = parse_adapters(adapters, self.slot_names,
+                                    self.weight_placements())
         self.adapter_cfg = slots_to_cfg(self.slots)
         for block in self.blocks() if self.slots else ():
             self.block_class.adapt(block)
             block.adapter_cp = adapter_cp
             block.add_slots(self.slots, self.block_width(block))
         self.freeze_pretrained()
+
+    def weight_placements(self) -> Mapping[str, Tuple[str, ...]]:
+        """The linears its blocks offer to weight adapters, per sublayer."""
+        return self.block_class.weight_placements
 
     def last_stage_prefixes(self) -> Tuple[str, ...]:
         """Parameter-name prefixes of the last stage, with the norm of its
