@@ -20,6 +20,8 @@ OPTIONAL = [
                    ('MiMiSwin', )),
     OptionalModule('mmpeft.models.vit', ('mmseg', ), 'MODELS',
                    ('AdapterVisionTransformer', 'RepAdapterViT')),
+    OptionalModule('mmpeft.models.pretrain_vit', ('mmpretrain', ), 'MODELS',
+                   ('AdapterPretrainViT', 'AdapterViTEVA02', 'AdapterViTSAM')),
 ]
 globals().update(import_optional(OPTIONAL))
 
