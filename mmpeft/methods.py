@@ -15,8 +15,9 @@ class Method:
 
     Args:
         name: short key (``mona``), used for variant and config names.
-        host: ``'swin'`` (mmdet ``SwinTransformer``) or ``'vit'`` (mmseg
-            ``VisionTransformer``).
+        host: ``'swin'`` (mmdet ``SwinTransformer``), ``'vit'`` (mmseg
+            ``VisionTransformer``) or ``'dinov2'`` (mmpretrain
+            ``VisionTransformer``: DINOv2, DeiT, EVA archs).
         backbone: the backbone config that selects the method, merged over
             the stock backbone config (type and method arguments only).
         paper: where the method comes from.
@@ -65,7 +66,8 @@ def prune_and_shrink_mimi(backbone, sigma_target: int = 32) -> None:
 # 64 and LoRand's bottleneck 64 are our choice, the paper states neither
 # (README "Comparison methods": our counts next to the paper's).
 HOST_TYPES = {'swin': 'AdapterSwinTransformer',
-              'vit': 'AdapterVisionTransformer'}
+              'vit': 'AdapterVisionTransformer',
+              'dinov2': 'AdapterPretrainViT'}
 COMPARISON = {
     # Houlsby bottleneck on each sublayer output, before the residual add
     # (Houlsby et al. 2019, Fig. 2; as MiMi). adapter-bert defaults: m = 64,
@@ -114,6 +116,23 @@ METHODS: Dict[str, Method] = {
                paper='Marouf et al., WACV 2024, arXiv 2311.03873',
                config_base='configs/_base_/methods/mimi.py',
                deploy=prune_and_shrink_mimi),
+        # The presets' adapters at the same places of mmpretrain's ViT
+        # layers (DINOv2): Mona after each residual add (the class token
+        # passes its convs), RepAdapter before qkv / the first FFN linear.
+        Method('mona_dinov2', 'dinov2',
+               dict(type='AdapterPretrainViT',
+                    adapters={s: dict(post=dict(type='Mona', inner_dim=64))
+                              for s in ('attn', 'ffn')}),
+               paper='Yin et al., CVPR 2025, arXiv 2408.08345',
+               config_base='configs/_base_/methods/mona_dinov2.py'),
+        Method('repadapter_dinov2', 'dinov2',
+               dict(type='AdapterPretrainViT',
+                    adapters={s: dict(pre=dict(type='RepAdapter',
+                                               hidden_dim=8, groups=2,
+                                               scale=1.0))
+                              for s in ('attn', 'ffn')}),
+               paper='Luo et al., arXiv 2302.08106', merges=True,
+               config_base='configs/_base_/methods/repadapter_dinov2.py'),
         *(Method(f'{name}_{host}', host,
                  dict(type=HOST_TYPES[host], adapters=adapters),
                  paper=paper, merges=merges,
@@ -125,7 +144,8 @@ METHODS: Dict[str, Method] = {
 
 
 def methods_for(host: str) -> Tuple[Method, ...]:
-    """The methods that run on ``host`` ('swin' or 'vit'), in table order."""
+    """The methods that run on ``host`` (a key of :data:`HOST_TYPES`), in
+    table order."""
     return tuple(m for m in METHODS.values() if m.host == host)
 
 
@@ -137,7 +157,7 @@ class PolicyMethod:
 
     Args:
         name: short key (``bitfit_swin``).
-        host: ``'swin'`` or ``'vit'``.
+        host: a key of :data:`HOST_TYPES`.
         policy: the ``PEFTFreezeHook`` arguments; None is full fine-tuning
             (the baseline config, no PEFT hook: everything trains).
         paper: where the method comes from.
