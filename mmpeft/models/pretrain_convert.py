@@ -199,8 +199,11 @@ def convert_eva02(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     the RoPE tables (recomputed by the backbone) dropped."""
     state_dict = unwrap_official(state_dict)
     check_source(state_dict, 'eva02')
+    # RoPE's tables (``rope.*`` and each block's ``attn.rope.*``): buffers.
+    weights = OrderedDict(
+        (k, v) for k, v in state_dict.items() if 'rope.' not in k)
     return _convert(
-        _fuse_eva02(state_dict), 'EVA-02',
+        _fuse_eva02(weights), 'EVA-02',
         top=(('patch_embed.proj.', 'patch_embed.projection.'),
              ('norm.', 'ln1.'), ('fc_norm.', 'ln2.'),
              ('cls_token', 'cls_token'), ('pos_embed', 'pos_embed')),
@@ -208,7 +211,7 @@ def convert_eva02(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
                ('attn.qkv.', 'attn.qkv.'), ('attn.proj.', 'attn.proj.'),
                ('mlp.w12.', 'mlp.w12.'), ('mlp.w3.', 'mlp.w3.'),
                ('mlp.ffn_ln.', 'mlp.norm.')),
-        dropped=('mask_token', 'lm_head.', 'head.', 'rope.'))
+        dropped=('mask_token', 'lm_head.', 'head.'))
 
 
 def convert_sam(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
