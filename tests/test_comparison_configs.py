@@ -27,17 +27,22 @@ CONFIGS = [
     for name in COMPARISON for host, b in HOST_BACKBONES.items()
     for task in TASKS
 ]
+# The dinov2 host (mmpretrain's ViT) ships UperNet and Mask R-CNN configs.
+DINOV2_TASKS = TASKS[:2]
+DINOV2_CONFIGS = [(f'configs/{name}/{task.format("dinov2b")}.py',
+                   f'{name}_dinov2')
+                  for name in COMPARISON for task in DINOV2_TASKS]
 
 
 def test_every_comparison_method_has_its_eight_configs():
     found = {osp.relpath(p, REPO_ROOT) for name in COMPARISON
              for p in glob.glob(osp.join(REPO_ROOT, 'configs', name, '*.py'))}
-    assert found == {config for config, _ in CONFIGS}
-    for _, method in CONFIGS:
+    assert found == {config for config, _ in CONFIGS + DINOV2_CONFIGS}
+    for _, method in CONFIGS + DINOV2_CONFIGS:
         assert osp.isfile(osp.join(REPO_ROOT, METHODS[method].config_base))
 
 
-@pytest.mark.parametrize('config,method', CONFIGS)
+@pytest.mark.parametrize('config,method', CONFIGS + DINOV2_CONFIGS)
 def test_config_builds_the_method_table_backbone(config, method):
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
     backbone = cfg.model.backbone

@@ -18,7 +18,8 @@ from mmpeft.engine.peft_freeze_hook import (NORM_TYPES, FreezePolicy,
                                             FreezePolicyError, is_bias,
                                             policy_flags, policy_from_config)
 from mmpeft.methods import HOST_TYPES, POLICY_METHODS
-from test_comparison_configs import TASKS, HOST_BACKBONES, tiny_voc_cfg
+from test_comparison_configs import (DINOV2_TASKS, HOST_BACKBONES, TASKS,
+                                     tiny_voc_cfg)
 from test_hooks import Snapshot
 from test_methods import HOST_ARGS
 
@@ -26,17 +27,20 @@ POLICY_NAMES = ('fixed', 'bitfit', 'normtuning', 'partial1')
 CONFIGS = [(f'configs/{name}/{task.format(b)}.py', f'{name}_{host}')
            for name in POLICY_NAMES for host, b in HOST_BACKBONES.items()
            for task in TASKS]
+DINOV2_CONFIGS = [(f'configs/{name}/{task.format("dinov2b")}.py',
+                   f'{name}_dinov2')
+                  for name in POLICY_NAMES for task in DINOV2_TASKS]
 
 
 def test_every_policy_method_has_its_eight_configs():
     found = {osp.relpath(p, REPO_ROOT) for name in POLICY_NAMES
              for p in glob.glob(osp.join(REPO_ROOT, 'configs', name, '*.py'))}
-    assert found == {config for config, _ in CONFIGS}
-    assert set(POLICY_METHODS) == {m for _, m in CONFIGS} | {
-        'full_swin', 'full_vit'}
+    assert found == {config for config, _ in CONFIGS + DINOV2_CONFIGS}
+    assert set(POLICY_METHODS) == {m for _, m in CONFIGS + DINOV2_CONFIGS} | {
+        f'full_{host}' for host in HOST_TYPES}
 
 
-@pytest.mark.parametrize('config,method', CONFIGS)
+@pytest.mark.parametrize('config,method', CONFIGS + DINOV2_CONFIGS)
 def test_config_builds_the_stock_host_with_the_table_policy(config, method):
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
     table = POLICY_METHODS[method]
@@ -85,7 +89,8 @@ def expected_backbone_trainable(model, name):
     return {n for n in params if n.startswith((f'layers.{last}.', 'ln1.'))}
 
 
-@pytest.mark.parametrize('method', [m for _, m in CONFIGS[::len(TASKS)]])
+@pytest.mark.parametrize('method', [m for _, m in CONFIGS[::len(TASKS)]] +
+                         [m for _, m in DINOV2_CONFIGS[::len(DINOV2_TASKS)]])
 def test_policy_trains_exactly_its_part_of_the_backbone(method):
     table = POLICY_METHODS[method]
     model = tiny_detector(table.host)

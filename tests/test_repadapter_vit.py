@@ -34,9 +34,9 @@ SMALL = dict(img_size=(32, 32),
              final_norm=True,
              patch_bias=True,
              norm_cfg=dict(type='LN', eps=1e-6))
-REPADAPTER_CONFIGS = sorted(
+REPADAPTER_CONFIGS = sorted(  # RepAdapterViT's (the dinov2 host's: *_dinov2b_*)
     osp.relpath(p, REPO_ROOT)
-    for p in glob.glob(osp.join(REPO_ROOT, 'configs/repadapter/*.py')))
+    for p in glob.glob(osp.join(REPO_ROOT, 'configs/repadapter/*_vitb_*.py')))
 
 
 def stock_and_adapter_vit(**kwargs):
