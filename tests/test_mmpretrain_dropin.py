@@ -135,3 +135,81 @@ def test_dinov2_method_config_trains_a_step_of_adapters_only(
                                       tmp_path, img_scale=(96, 64)))
     cfg.default_hooks.checkpoint.interval = 10  # one step, no checkpoint
     assert_only_adapters_moved(*train_one_step(cfg))
+
+
+RELEASES = {  # release -> (its file, the download URL the message names)
+    'dinov2': ('checkpoints/dinov2_vitb14_pretrain.pth',
+               'https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/'
+               'dinov2_vitb14_pretrain.pth'),
+    'eva02': ('checkpoints/eva02_B_pt_in21k_p14.pt',
+              'https://huggingface.co/Yuxin-CV/EVA-02/resolve/main/eva02/pt/'
+              'eva02_B_pt_in21k_p14.pt'),
+    'sam': ('checkpoints/sam_vit_b_01ec64.pth',
+            'https://dl.fbaipublicfiles.com/segment_anything/'
+            'sam_vit_b_01ec64.pth'),
+}
+# A DINOv2 config with the backbone swapped as configs/_base_/models/
+# eva02_b14.py and sam_b16.py show.
+SWAPPED = '''
+_base_ = [{config!r}, {model!r}]
+model = dict(backbone=dict(
+    _delete_=True, type={type!r}, out_indices=-1,
+    adapters=dict(attn=dict(qkv=dict(type='LoRA', r=64))),
+    convert_weights=True,
+    init_cfg=dict(type='Pretrained', checkpoint={file!r}),
+    **_base_.{settings}){neck})
+'''
+SAM_NECK = (", neck=[dict(type='SimpleFeaturePyramid', in_channels=256), "
+            "dict(type='mmdet.FPN', in_channels=[256] * 4, out_channels=256, "
+            'num_outs=5)]')
+
+
+def release_config(release, tmp_path):
+    config = osp.join(REPO_ROOT, 'configs/lora/maskrcnn_dinov2b_coco.py')
+    if release == 'dinov2':
+        return config
+    model, kind, settings = dict(
+        eva02=('eva02_b14.py', 'AdapterViTEVA02', 'eva02_b14'),
+        sam=('sam_b16.py', 'AdapterViTSAM', 'sam_b16'))[release]
+    path = tmp_path / f'{release}.py'
+    path.write_text(SWAPPED.format(
+        config=config, model=osp.join(REPO_ROOT, 'configs/_base_/models',
+                                      model),
+        type=kind, file=RELEASES[release][0], settings=settings,
+        neck=SAM_NECK if release == 'sam' else ''))
+    return str(path)
+
+
+@pytest.mark.parametrize('release', RELEASES)
+def test_first_run_check_names_where_the_official_file_comes_from(
+        release, tmp_path, monkeypatch):
+    """No checkpoints/ here: the message names the release's file and its
+    download command; the config builds its host."""
+    from mmengine.config import Config
+
+    from mmpeft.engine.preflight import report
+    config = release_config(release, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.fromfile(config)
+    message = report(cfg, config, 'train')
+    file, url = RELEASES[release]
+    assert (f'Missing checkpoint: {file}  (model.backbone.init_cfg.'
+            'checkpoint)\n  download: mkdir -p checkpoints && wget -P '
+            f'checkpoints {url}') in message
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS as DET_MODELS
+    model = DET_MODELS.build(cfg.model)  # no init_weights: no download
+    assert type(model.backbone).__name__ == cfg.model.backbone.type
+
+
+def test_first_run_check_of_the_stock_baseline_names_the_converter(
+        monkeypatch, tmp_path):
+    from mmengine.config import Config
+
+    from mmpeft.engine.preflight import report
+    config = osp.join(REPO_ROOT, 'configs/baselines/upernet_dinov2b_ade20k.py')
+    monkeypatch.chdir(tmp_path)
+    message = report(Config.fromfile(config), config, 'train')
+    assert ('python tools/convert_pretrain_vit.py dinov2 '
+            'checkpoints/dinov2_vitb14_pretrain.pth '
+            'checkpoints/dinov2_vitb14_pretrain_mmpretrain.pth') in message
