@@ -354,6 +354,7 @@ def test_register_tokens_follow_dinov2():
     the position table, then the registers after the class token, the
     layers, the final norm, and dense outputs without the registers."""
     model, stock = build('dinov2_swiglu', dict(), num_register_tokens=2)
+    assert not model.register_tokens.requires_grad  # pretrained: frozen
     with torch.no_grad():
         model.register_tokens.normal_()
     img = torch.randn(2, 3, 35, 28)  # a 5x4 grid: the table is resized

@@ -248,14 +248,19 @@ class AdapterSAMLayer(DescribedBlock, vit_sam.TransformerEncoderLayer):
 
 
 class PretrainHostMixin(PEFTBackboneMixin):
-    """What the three mmpretrain hosts share: the layers are ``layers``,
-    ``convert_weights`` reads the official release, and Partial-1 trains
-    the last layer with what normalises its output."""
+    """What the three mmpretrain hosts share: the arguments ``adapters``,
+    ``adapter_cp`` and ``convert_weights`` (the official release read on
+    load) before the stock ones, the layers in ``layers``, and Partial-1's
+    last stage (the last layer with what normalises its output)."""
     converter: Callable[[Mapping], Mapping] = None
     official_release = ''
 
-    def setup_host(self, adapters: Optional[dict], adapter_cp: bool,
-                   convert_weights: bool) -> None:
+    def __init__(self,
+                 adapters: Optional[dict] = None,
+                 adapter_cp: bool = False,
+                 convert_weights: bool = False,
+                 **kwargs):
+        super().__init__(**kwargs)
         self.convert_weights = convert_weights
         self.setup_slots(adapters, adapter_cp)
 
@@ -345,19 +350,14 @@ class AdapterPretrainViT(PretrainHostMixin, vit.VisionTransformer):
     converter = staticmethod(convert_dinov2)
     official_release = 'DINOv2 / timm'
 
-    def __init__(self,
-                 adapters: Optional[dict] = None,
-                 adapter_cp: bool = False,
-                 convert_weights: bool = False,
-                 num_register_tokens: int = 0,
-                 **kwargs):
+    def __init__(self, num_register_tokens: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.num_register_tokens = num_register_tokens
-        if num_register_tokens:
+        if num_register_tokens:  # pretrained weights: frozen as the others
             self.register_tokens = nn.Parameter(
-                torch.zeros(1, num_register_tokens, self.embed_dims))
+                torch.zeros(1, num_register_tokens, self.embed_dims),
+                requires_grad=False)
             self.drop_after_pos.register_forward_hook(self._add_registers)
-        self.setup_host(adapters, adapter_cp, convert_weights)
         self.patch_embed.register_forward_hook(self._share_hw_shape)
 
     def _share_hw_shape(self, module, inputs, outputs) -> None:
@@ -395,14 +395,6 @@ class AdapterViTEVA02(PretrainHostMixin, ViTEVA02):
     converter = staticmethod(convert_eva02)
     official_release = 'EVA-02'
 
-    def __init__(self,
-                 adapters: Optional[dict] = None,
-                 adapter_cp: bool = False,
-                 convert_weights: bool = False,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.setup_host(adapters, adapter_cp, convert_weights)
-
 
 @MODELS.register_module()
 class AdapterViTSAM(PretrainHostMixin, vit_sam.ViTSAM):
@@ -420,11 +412,3 @@ class AdapterViTSAM(PretrainHostMixin, vit_sam.ViTSAM):
     block_class = AdapterSAMLayer
     converter = staticmethod(convert_sam)
     official_release = 'SAM'
-
-    def __init__(self,
-                 adapters: Optional[dict] = None,
-                 adapter_cp: bool = False,
-                 convert_weights: bool = False,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.setup_host(adapters, adapter_cp, convert_weights)
