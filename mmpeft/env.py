@@ -151,6 +151,15 @@ def _mmcv_ops() -> str:
         return f'missing ({type(e).__name__}: {e})'.splitlines()[0]
 
 
+def _torchvision() -> str:
+    from .compat import torchvision_problem
+    problem = torchvision_problem()
+    if problem is None:
+        return _version('torchvision')
+    return (f'not importable ({problem}); mmpretrain imports with the '
+            'stand-ins of mmpeft/compat.py')
+
+
 def report() -> str:
     """The detected stack and what mmpeft registered, one item a line."""
     import mmpeft  # noqa: F401  registers everything first
@@ -169,6 +178,7 @@ def report() -> str:
         f'torch: {torch.__version__}; CUDA: {cuda}',
         f'mmengine: {_version("mmengine")}',
         f'mmcv: {_version("mmcv")}; ops: {_mmcv_ops()}',
+        f'torchvision: {_torchvision()}',
     ]
     for package, (dist, _) in HOSTS.items():
         problem = host_problem(package)

@@ -239,6 +239,7 @@ def test_env_info_tool_prints_the_stack():
     assert f'torch: {torch.__version__}' in printed
     assert f'mmengine: {mmengine.__version__}' in printed
     assert f'mmcv: {mmcv.__version__}; ops: built' in printed
+    assert '\ntorchvision: ' in printed  # a version, or why mmpretrain bridges it
     for package, dist in (('mmdet', 'mmdet'), ('mmseg', 'mmsegmentation')):
         if INSTALLED[package]:
             version = __import__(package).__version__
