@@ -6,7 +6,8 @@ the mmdet, mmseg and mmrotate registries find them. Use it from any mm config
 with ``custom_imports = dict(imports=['mmpeft'])``.
 
 Only mmengine (with torch and mmcv) is required: the Swin backbones register
-when mmdet imports, the ViT backbones when mmseg does; otherwise their names
+when mmdet imports, the ViT backbones when mmseg does, the DINOv2 / EVA-02 /
+SAM backbones when mmpretrain does; otherwise their names
 are placeholders that raise the pip command (:mod:`mmpeft.env`;
 ``python -m mmpeft.env`` prints what is available). ``mmpeft.benchmark`` is
 imported by ``tools/benchmark.py`` only.

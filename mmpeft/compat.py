@@ -7,11 +7,16 @@ are used by the mmpeft modules that need them.
 """
 import collections
 import collections.abc
+import contextlib
+import enum
 import functools
+import importlib
 import os
 import os.path as osp
 import sys
+import types
 import uuid
+from typing import Dict, Iterator, Optional
 
 
 def _alias_collections_abc() -> None:
@@ -239,15 +244,32 @@ def _dota_metric_nproc() -> None:
     module = sys.modules.get(_DOTA_METRIC)
     if module is not None:
         _patch_dota_metric(module)
-    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
+    else:
+        _OnImport.install('dota_metric', lambda name: name == _DOTA_METRIC,
+                          _exec_and_patch_dota_metric)
 
 
-class _PatchOnImport:
-    """Meta-path finder that patches ``dota_metric`` right after it runs."""
+def _exec_and_patch_dota_metric(exec_module, module) -> None:
+    exec_module(module)
+    _patch_dota_metric(module)
+
+
+class _OnImport:
+    """Meta-path finder: the modules whose name ``matches`` run as
+    ``around(exec_module, module)`` when they are first imported (the
+    finder that would load them without us still finds them)."""
+
+    def __init__(self, key: str, matches, around):
+        self.key, self.matches, self.around = key, matches, around
+
+    @classmethod
+    def install(cls, key: str, matches, around) -> None:
+        if not any(isinstance(f, cls) and f.key == key
+                   for f in sys.meta_path):
+            sys.meta_path.insert(0, cls(key, matches, around))
 
     def find_spec(self, name, path=None, target=None):
-        if name != _DOTA_METRIC:
+        if not self.matches(name):
             return None
         spec = None
         for finder in sys.meta_path:  # whoever would load it without us
@@ -257,13 +279,8 @@ class _PatchOnImport:
                     break
         if spec is None or not hasattr(spec.loader, 'exec_module'):
             return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_and_patch(module):
-            exec_module(module)
-            _patch_dota_metric(module)
-
-        spec.loader.exec_module = exec_and_patch
+        exec_module, around = spec.loader.exec_module, self.around
+        spec.loader.exec_module = functools.partial(around, exec_module)
         return spec
 
 
@@ -301,6 +318,172 @@ def _patch_dota_metric(module) -> None:
     module.eval_rbbox_map = eval_with_nproc
 
 
+def _roi_align_reads_contiguous_maps() -> None:
+    """mmcv 2.x's ``RoIAlignFunction.forward`` (``mmcv/ops/roi_align.py``)
+    and ``RoIAlignRotatedFunction.forward`` (``roi_align_rotated.py``) pass
+    the feature map to their kernels without ``.contiguous()`` (only the
+    backward makes its gradient contiguous), and the kernels index it as a
+    contiguous NCHW array. A channels-last map gives wrong RoI features, and
+    that is what a detector gets from a ViT whose output is the permuted
+    (B, H, W, C) tokens, as mmpretrain's ``VisionTransformer`` returns them:
+    convolutions keep the memory format, so the FPN levels are channels-last.
+    A Faster R-CNN with such a backbone then barely learns (mmpeft's demo:
+    COCO bbox mAP 0.004 after 100 iterations, 0.511 with the map made
+    contiguous).
+
+    Make the map contiguous before the kernel (a no-op for NCHW maps; the
+    backward's gradient is laid out as NCHW, as autograd expects).
+    """
+    try:  # the modules (mmcv.ops exports functions of the same names)
+        roi_align = importlib.import_module('mmcv.ops.roi_align')
+        rotated = importlib.import_module('mmcv.ops.roi_align_rotated')
+    except ImportError:  # mmcv without ops: RoIAlign is unusable anyway
+        return
+    for function in (roi_align.RoIAlignFunction,
+                     rotated.RoIAlignRotatedFunction):
+        original = function.forward
+        if getattr(original, 'mmpeft_contiguous', False):
+            continue
+
+        def forward(ctx, input, *args, _original=original, **kwargs):
+            return _original(ctx, input.contiguous(), *args, **kwargs)
+
+        functools.update_wrapper(forward, original)
+        forward.mmpeft_contiguous = True
+        function.forward = staticmethod(forward)
+
+
+class TorchvisionUnavailableError(ImportError):
+    """A torchvision function was called where torchvision does not import."""
+
+
+_torchvision_problem: list = []  # [None] if torchvision imports, else [why]
+
+
+def torchvision_problem() -> Optional[str]:
+    """``None`` if ``import torchvision`` works, else why not (tried once;
+    what a failed attempt left in ``sys.modules`` is removed)."""
+    if not _torchvision_problem:
+        before = set(sys.modules)
+        try:
+            import torchvision  # noqa: F401
+            _torchvision_problem.append(None)
+        except Exception as e:  # a wheel built for another torch: RuntimeError
+            for name in set(sys.modules) - before:
+                if name.split('.')[0] == 'torchvision':
+                    del sys.modules[name]
+            _torchvision_problem.append(
+                f'{type(e).__name__}: {e}'.splitlines()[0])
+    return _torchvision_problem[0]
+
+
+def _torchvision_stand_ins(problem: str) -> Dict[str, types.ModuleType]:
+    """Modules named like torchvision's that hold what mmpretrain 1.2.0
+    touches at import time: ``transforms.RandomResizedCrop`` (subclassed),
+    ``transforms.transforms.InterpolationMode`` (read), the ``functional`` and
+    ``ops.boxes`` modules (imported); any other attribute, and every call or
+    instance, raises :class:`TorchvisionUnavailableError` naming the fix."""
+    import torch
+
+    def error(name: str) -> TorchvisionUnavailableError:
+        return TorchvisionUnavailableError(
+            f'torchvision.{name} is unavailable: importing torchvision '
+            f'failed ({problem}). mmpeft gave mmpretrain stand-ins for the '
+            'torchvision names it reads at import time, so that its '
+            'backbones work without it; this call needs the real package. '
+            'Install the torchvision build that matches torch '
+            f'{torch.__version__} (pytorch.org/get-started/previous-versions).')
+
+    def unavailable(name: str):
+
+        def call(*args, **kwargs):
+            raise error(name)
+
+        call.__name__ = call.__qualname__ = name.rsplit('.', 1)[-1]
+        return call
+
+    def module(name: str, **attrs) -> types.ModuleType:
+        stand_in = types.ModuleType(f'torchvision{name}')
+        stand_in.__dict__.update(attrs, mmpeft_stand_in=problem)
+
+        def __getattr__(attr):
+            if attr.startswith('__'):
+                raise AttributeError(attr)
+            return unavailable(f'{name.lstrip(".")}.{attr}'.lstrip('.'))
+
+        stand_in.__getattr__ = __getattr__
+        return stand_in
+
+    class RandomResizedCrop:
+
+        def __init__(self, *args, **kwargs):
+            raise error('transforms.RandomResizedCrop')
+
+    interpolation = enum.Enum('InterpolationMode', [
+        ('NEAREST', 'nearest'), ('NEAREST_EXACT', 'nearest-exact'),
+        ('BILINEAR', 'bilinear'), ('BICUBIC', 'bicubic'), ('BOX', 'box'),
+        ('HAMMING', 'hamming'), ('LANCZOS', 'lanczos')])
+    functional = module('.transforms.functional')
+    classes = module('.transforms.transforms',
+                     RandomResizedCrop=RandomResizedCrop,
+                     InterpolationMode=interpolation)
+    transforms = module('.transforms', functional=functional,
+                        transforms=classes,
+                        RandomResizedCrop=RandomResizedCrop,
+                        InterpolationMode=interpolation)
+    boxes = module('.ops.boxes')
+    ops = module('.ops', boxes=boxes)
+    root = module('', transforms=transforms, ops=ops)
+    return {m.__name__: m for m in (root, transforms, functional, classes,
+                                    ops, boxes)}
+
+
+@contextlib.contextmanager
+def _torchvision_stand_in() -> Iterator[None]:
+    """Stand-ins as ``torchvision`` in ``sys.modules`` while the block runs,
+    if torchvision does not import (and none are there yet)."""
+    problem = torchvision_problem()
+    if problem is None or 'torchvision' in sys.modules:
+        yield
+        return
+    stand_ins = _torchvision_stand_ins(problem)
+    sys.modules.update(stand_ins)
+    try:
+        yield
+    finally:
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+
+
+def _exec_with_torchvision_stand_in(exec_module, module) -> None:
+    with _torchvision_stand_in():
+        exec_module(module)
+
+
+def _mmpretrain_without_torchvision() -> None:
+    """mmpretrain 1.2.0 imports torchvision at import time
+    (``datasets/transforms/processing.py`` and ``formatting.py``,
+    ``models/utils/box_utils.py``, ``evaluation/metrics/
+    visual_grounding_eval.py``; ``import mmpretrain`` runs them all), although
+    its backbones never call it. Where no torchvision works with the
+    installed torch (none is built for every CPU torch; a wheel for another
+    torch fails with "operator torchvision::nms does not exist"), mmpretrain
+    does not import at all.
+
+    While a module of mmpretrain runs its import, and only if ``import
+    torchvision`` fails, ``sys.modules`` holds stand-ins with the names those
+    files read at import time (:func:`_torchvision_stand_ins`); calling any of
+    them raises :class:`TorchvisionUnavailableError`. They are removed again
+    afterwards, so nothing else ever sees them, and a torchvision that imports
+    is never touched.
+    """
+    _OnImport.install(
+        'mmpretrain_torchvision',
+        lambda name: name.split('.')[0] == 'mmpretrain',
+        _exec_with_torchvision_stand_in)
+
+
 def packed_self_attention(attn, x):
     """The attention output of mmcv's ``MultiheadAttention`` ``attn`` used as
     self-attention on ``x`` (before its ``proj_drop``, drop-path and
@@ -329,3 +512,5 @@ def apply() -> None:
     _summarise_frozen_params_left_out_of_optimizer()
     _cpu_distributed_without_cuda()
     _dota_metric_nproc()
+    _mmpretrain_without_torchvision()
+    _roi_align_reads_contiguous_maps()

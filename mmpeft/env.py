@@ -1,9 +1,9 @@
-"""Which host packages (mmdet, mmseg, mmrotate) are installed, what mmpeft
-registers with them, and the stack report for bug reports.
+"""Which host packages (mmdet, mmseg, mmrotate, mmpretrain) are installed,
+what mmpeft registers with them, and the stack report for bug reports.
 
 A module of mmpeft that subclasses a host package's class (the Swin backbones
-need mmdet, the ViT backbones mmseg) is imported only when that package
-imports. Otherwise each name it would register gets a placeholder under the
+need mmdet, the ViT backbones mmseg, the DINOv2 / EVA-02 / SAM ones
+mmpretrain) is imported only when that package imports. Otherwise each name it would register gets a placeholder under the
 same name, so that a config naming it fails with one line that names the
 package and the pip command, instead of ``import mmpeft`` failing for every
 config. ``python -m mmpeft.env`` (or ``tools/env_info.py``) prints the report.
@@ -19,6 +19,7 @@ HOSTS = {
     'mmdet': ('mmdet', 'mmdet>=3.1.0,<3.4.0'),
     'mmseg': ('mmsegmentation', 'mmsegmentation>=1.2.2,<1.3.0'),
     'mmrotate': ('mmrotate', 'mmrotate==1.0.0rc1'),
+    'mmpretrain': ('mmpretrain', 'mmpretrain>=1.2.0,<1.3.0'),
 }
 
 
@@ -150,6 +151,15 @@ def _mmcv_ops() -> str:
         return f'missing ({type(e).__name__}: {e})'.splitlines()[0]
 
 
+def _torchvision() -> str:
+    from .compat import torchvision_problem
+    problem = torchvision_problem()
+    if problem is None:
+        return _version('torchvision')
+    return (f'not importable ({problem}); mmpretrain imports with the '
+            'stand-ins of mmpeft/compat.py')
+
+
 def report() -> str:
     """The detected stack and what mmpeft registered, one item a line."""
     import mmpeft  # noqa: F401  registers everything first
@@ -168,6 +178,7 @@ def report() -> str:
         f'torch: {torch.__version__}; CUDA: {cuda}',
         f'mmengine: {_version("mmengine")}',
         f'mmcv: {_version("mmcv")}; ops: {_mmcv_ops()}',
+        f'torchvision: {_torchvision()}',
     ]
     for package, (dist, _) in HOSTS.items():
         problem = host_problem(package)

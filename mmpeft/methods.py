@@ -15,8 +15,9 @@ class Method:
 
     Args:
         name: short key (``mona``), used for variant and config names.
-        host: ``'swin'`` (mmdet ``SwinTransformer``) or ``'vit'`` (mmseg
-            ``VisionTransformer``).
+        host: ``'swin'`` (mmdet ``SwinTransformer``), ``'vit'`` (mmseg
+            ``VisionTransformer``) or ``'dinov2'`` (mmpretrain
+            ``VisionTransformer``: DINOv2, DeiT, EVA archs).
         backbone: the backbone config that selects the method, merged over
             the stock backbone config (type and method arguments only).
         paper: where the method comes from.
@@ -70,8 +71,11 @@ def prune_and_shrink_mimi(backbone, sigma_target: int = 32) -> None:
 # Swin-B counts of both, next to the official code's: README "Comparison
 # methods" and tests/test_comparison_configs.py.
 HOST_TYPES = {'swin': 'AdapterSwinTransformer',
-              'vit': 'AdapterVisionTransformer'}
+              'vit': 'AdapterVisionTransformer',
+              'dinov2': 'AdapterPretrainViT'}
 ORIGINAL = '_orig'  # suffix of a method's own paper's form
+# The hosts of the own-paper forms: those of the Mona paper's table.
+ORIGINAL_HOSTS = ('swin', 'vit')
 MONA_PAPER = 'the Mona paper\'s baseline (arXiv 2408.08345, released code)'
 ADAPTER = dict(type='BottleneckAdapter', hidden_dim=64, scale=1.0,
                dropout=0.1)
@@ -133,6 +137,12 @@ def default_key(name: str, host: str) -> str:
     return f'{name[:-len(ORIGINAL)]}_{host}'
 
 
+def hosts_of_form(name: str) -> Tuple[str, ...]:
+    """The hosts a table entry ``name`` is built for: every host, an
+    own-paper form (``<default>_orig``) only ORIGINAL_HOSTS."""
+    return ORIGINAL_HOSTS if name.endswith(ORIGINAL) else tuple(HOST_TYPES)
+
+
 METHODS: Dict[str, Method] = {
     m.name: m
     for m in (
@@ -158,19 +168,37 @@ METHODS: Dict[str, Method] = {
                  config_base=f'configs/_base_/methods/e3va_{host}.py')
           for host, backbone in (('swin', 'E3VASwinTransformer'),
                                  ('vit', 'E3VAViT'))),
+        # The presets' adapters at the same places of mmpretrain's ViT
+        # layers (DINOv2): Mona after each residual add (the class token
+        # passes its convs), RepAdapter before qkv / the first FFN linear.
+        Method('mona_dinov2', 'dinov2',
+               dict(type='AdapterPretrainViT',
+                    adapters={s: dict(post=dict(type='Mona', inner_dim=64))
+                              for s in ('attn', 'ffn')}),
+               paper='Yin et al., CVPR 2025, arXiv 2408.08345',
+               config_base='configs/_base_/methods/mona_dinov2.py'),
+        Method('repadapter_dinov2', 'dinov2',
+               dict(type='AdapterPretrainViT',
+                    adapters={s: dict(pre=dict(type='RepAdapter',
+                                               hidden_dim=8, groups=2,
+                                               scale=1.0))
+                              for s in ('attn', 'ffn')}),
+               paper='Luo et al., arXiv 2302.08106', merges=True,
+               config_base='configs/_base_/methods/repadapter_dinov2.py'),
         *(Method(f'{name}_{host}', host,
                  dict(type=HOST_TYPES[host], adapters=adapters),
                  paper=paper, merges=merges,
                  config_base=f'configs/_base_/methods/{name}_{host}.py',
                  variant_of=default_key(name, host))
           for name, (adapters, paper, merges) in COMPARISON.items()
-          for host in HOST_TYPES),
+          for host in hosts_of_form(name)),
     )
 }
 
 
 def methods_for(host: str) -> Tuple[Method, ...]:
-    """The methods that run on ``host`` ('swin' or 'vit'), in table order."""
+    """The methods that run on ``host`` (a key of :data:`HOST_TYPES`), in
+    table order."""
     return tuple(m for m in METHODS.values() if m.host == host)
 
 
@@ -182,7 +210,7 @@ class PolicyMethod:
 
     Args:
         name: short key (``bitfit_swin``).
-        host: ``'swin'`` or ``'vit'``.
+        host: a key of :data:`HOST_TYPES`.
         policy: the ``PEFTFreezeHook`` arguments; None is full fine-tuning
             (the baseline config, no PEFT hook: everything trains).
         paper: where the method comes from.
@@ -235,5 +263,5 @@ POLICY_METHODS: Dict[str, PolicyMethod] = {
         f'configs/_base_/methods/{name}_{host}.py',
         variant_of=default_key(name, host))
     for name, (policy, paper) in POLICIES.items()
-    for host in HOST_TYPES
+    for host in hosts_of_form(name)
 }

@@ -36,8 +36,11 @@ def test_method_key_per_host():
     assert cmp.method_key('lora', 'vit') == 'lora_vit'
     assert cmp.method_key('mona', 'swin') == 'mona'
     assert cmp.method_key('mona', 'vit') is None
-    assert cmp.hosts_of('repadapter') == ['vit']
-    assert cmp.hosts_of('bitfit') == ['swin', 'vit']
+    assert cmp.method_key('mona', 'dinov2') == 'mona_dinov2'
+    assert cmp.method_key('mimi', 'dinov2') is None
+    assert cmp.hosts_of('repadapter') == ['vit', 'dinov2']
+    assert cmp.hosts_of('bitfit') == ['swin', 'vit', 'dinov2']
+    assert cmp.hosts_of('bitfit_orig') == ['swin', 'vit']
     # The comparison's methods are those of mmpeft/methods.py, by their
     # host-free names, the labelled ones first in the labels' order.
     entries = {**METHODS, **POLICY_METHODS}
@@ -181,8 +184,27 @@ def test_generated_config_keeps_a_user_baseline(tmp_path):
 def test_host_of_backbone():
     assert cmp.host_of_backbone('SwinTransformer') == 'swin'
     assert cmp.host_of_backbone('mmseg.VisionTransformer') == 'vit'
+    assert cmp.host_of_backbone('mmpretrain.VisionTransformer') == 'dinov2'
+    assert cmp.host_of_backbone('AdapterPretrainViT') == 'dinov2'
     with pytest.raises(cmp.ComparisonError, match='neither a Swin nor'):
         cmp.host_of_backbone('ResNet')
+
+
+def test_a_swin_only_preset_on_a_dinov2_baseline_names_its_hosts(tmp_path):
+    """MiMi is a Swin preset: on the DINOv2 baseline it has no form, and
+    the plan says which hosts it has; Mona has the dinov2 form."""
+    baseline = osp.join(REPO_ROOT,
+                        'configs/baselines/upernet_dinov2b_ade20k.py')
+    with pytest.raises(cmp.ComparisonError,
+                       match='MiMi has no dinov2 form .*runs on swin'):
+        cmp.baseline_plan(baseline, ['mimi'], str(tmp_path))
+    plan = cmp.baseline_plan(baseline, ['mona', 'lora'], str(tmp_path))
+    assert [(r.key, osp.abspath(r.config)) for r in plan.rows] == [
+        (key, osp.join(REPO_ROOT, config)) for key, config in (
+            ('full_dinov2', 'configs/baselines/upernet_dinov2b_ade20k.py'),
+            ('fixed_dinov2', 'configs/fixed/upernet_dinov2b_ade20k.py'),
+            ('lora_dinov2', 'configs/lora/upernet_dinov2b_ade20k.py'),
+            ('mona_dinov2', 'configs/mona/upernet_dinov2b_ade20k.py'))]
 
 
 def test_step_stats_skips_the_warmup_window():

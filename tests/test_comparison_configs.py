@@ -31,30 +31,38 @@ CONFIGS = [
     for name in COMPARISON for host, b in HOST_BACKBONES.items()
     for task in TASKS
 ]
+# The dinov2 host (mmpretrain's ViT) ships UperNet and Mask R-CNN configs
+# of the defaults.
+DINOV2_TASKS = TASKS[:2]
+DINOV2_CONFIGS = [(f'configs/{name}/{task.format("dinov2b")}.py',
+                   f'{name}_dinov2')
+                  for name in COMPARISON for task in DINOV2_TASKS]
 VARIANT_CONFIGS = [(f'configs/{name}/fasterrcnn_{b}_voc.py', f'{name}_{host}')
                    for name in VARIANTS for host, b in HOST_BACKBONES.items()]
 
 
 def test_every_comparison_method_has_its_configs():
-    """Eight task configs per default, one VOC config per host for each own
+    """Eight task configs per default (two on dinov2), one VOC config per host for each own
     paper's form; the table holds exactly these, variants next to their
     defaults."""
-    for names, configs in ((COMPARISON, CONFIGS),
+    for names, configs in ((COMPARISON, CONFIGS + DINOV2_CONFIGS),
                            (VARIANTS, VARIANT_CONFIGS)):
         found = {osp.relpath(p, REPO_ROOT) for name in names for p in
                  glob.glob(osp.join(REPO_ROOT, 'configs', name, '*.py'))}
         assert found == {config for config, _ in configs}
     table = {m for m in METHODS if METHODS[m].backbone['type'].startswith(
         'Adapter') and METHODS[m].backbone.get('adapters')}
-    assert {m for _, m in CONFIGS + VARIANT_CONFIGS} <= table
-    for _, method in CONFIGS + VARIANT_CONFIGS:
+    everything = CONFIGS + DINOV2_CONFIGS + VARIANT_CONFIGS
+    assert {m for _, m in everything} <= table
+    for _, method in everything:
         assert osp.isfile(osp.join(REPO_ROOT, METHODS[method].config_base))
         default = method.replace('_orig', '')
         assert METHODS[method].variant_of == ('' if default == method
                                               else default)
 
 
-@pytest.mark.parametrize('config,method', CONFIGS + VARIANT_CONFIGS)
+@pytest.mark.parametrize('config,method',
+                         CONFIGS + DINOV2_CONFIGS + VARIANT_CONFIGS)
 def test_config_builds_the_method_table_backbone(config, method):
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
     backbone = cfg.model.backbone

@@ -35,8 +35,9 @@ def hook_types(cfg):
 
 
 def test_every_method_has_configs():
-    # 4 tasks x 3 methods, and MiMi's official round structure on VOC
-    assert len(METHOD_CONFIGS) == 13
+    # 4 tasks x 3 methods, MiMi's official round structure on VOC, and Mona
+    # and RepAdapter on the dinov2 host (UperNet ADE20K, Mask R-CNN COCO)
+    assert len(METHOD_CONFIGS) == 13 + 4
 
 
 @pytest.mark.parametrize('config', METHOD_CONFIGS)

@@ -167,11 +167,9 @@ def test_each_method_has_its_config_base(method):
     assert base.peft_backbone.type == METHODS[method].backbone['type']
     assert {'PEFTFreezeHook', 'AdapterMergeHook'} <= {
         h.type for h in base.custom_hooks}
-    folder, _, host = method.rpartition('_')
-    if host in ('swin', 'vit'):  # comparison methods: configs/<m>/*_<host>b_*
-        pattern = f'*_{host}b_*.py'
-    else:
-        folder, pattern = method, '*.py'
+    host = METHODS[method].host  # configs/<method>/*_<host>b_*.py
+    folder = method[:-len(host) - 1] if method.endswith(f'_{host}') else method
+    pattern = f'*_{host}b_*.py'
     configs = glob.glob(osp.join(REPO_ROOT, 'configs', folder, pattern))
     assert configs
     for config in configs:

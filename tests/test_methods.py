@@ -12,6 +12,7 @@ import pytest
 import torch
 from mmdet.models.backbones import SwinTransformer
 from mmengine.registry import MODELS
+from mmpretrain.models.backbones import VisionTransformer as PretrainViT
 from mmseg.models.backbones import VisionTransformer
 
 from mmpeft.engine.export import backbone_deploy_cfg
@@ -25,6 +26,13 @@ HOST_ARGS = {
     'vit': (VisionTransformer,
             dict(img_size=(32, 32), patch_size=8, embed_dims=16,
                  num_layers=2, num_heads=2, mlp_ratio=2, out_indices=(0, 1))),
+    # DINOv2-g's layer: layer scale and a SwiGLU FFN (w12 / w3).
+    'dinov2': (PretrainViT,
+               dict(arch=dict(embed_dims=16, num_layers=2, num_heads=2,
+                              feedforward_channels=32),
+                    img_size=32, patch_size=8, layer_scale_init_value=0.5,
+                    layer_cfgs=dict(ffn_type='swiglu_fused'),
+                    out_type='featmap', out_indices=(0, 1))),
 }
 
 

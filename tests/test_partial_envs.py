@@ -53,7 +53,7 @@ from mmpeft.env import MissingHostError, report
 
 out = dict(version=mmpeft.__version__,
            loaded=sorted(m for m in ('mmdet', 'mmseg', 'mmrotate',
-                                     'mmpeft.benchmark')
+                                     'mmpretrain', 'mmpeft.benchmark')
                          if m in sys.modules))
 tiny = dict(
     MonaSwinTransformer=dict(
@@ -67,6 +67,11 @@ tiny = dict(
         type='RepAdapterViT', img_size=(32, 32), patch_size=16, embed_dims=32,
         num_layers=1, num_heads=2, mlp_ratio=2),
     SimpleFeaturePyramid=dict(type='SimpleFeaturePyramid', in_channels=8),
+    AdapterPretrainViT=dict(
+        type='AdapterPretrainViT', img_size=28, patch_size=14,
+        arch=dict(embed_dims=32, num_layers=1, num_heads=2,
+                  feedforward_channels=64), layer_scale_init_value=1e-5,
+        adapters=dict(attn=dict(qkv=dict(type='LoRA', r=2)))),
 )
 built = {}
 for name, cfg in tiny.items():
@@ -108,12 +113,11 @@ print('RESULT ' + json.dumps(out))
 
 PIP = {
     'mmdet': 'pip install "mmdet>=',
-    'mmseg': 'pip install "mmsegmentation>='
+    'mmseg': 'pip install "mmsegmentation>=',
+    'mmpretrain': 'pip install "mmpretrain>=',
 }
-INSTALLED = {
-    m: importlib.util.find_spec(m) is not None
-    for m in ('mmdet', 'mmseg', 'mmrotate')
-}
+HOST_PACKAGES = ('mmdet', 'mmseg', 'mmrotate', 'mmpretrain')
+INSTALLED = {m: importlib.util.find_spec(m) is not None for m in HOST_PACKAGES}
 # name -> (blocked packages, a config whose backbone needs a blocked host
 # where one is blocked)
 ENVS = {
@@ -123,9 +127,12 @@ ENVS = {
                    'configs/mona/upernet_swinb_ade20k.py'),
     'mmdet_mmseg': (('mmrotate', ), 'configs/mona/maskrcnn_swinb_coco.py'),
     'full': ((), 'configs/repadapter/upernet_vitb_ade20k.py'),
+    'no_mmpretrain': (('mmpretrain', 'mmrotate'),
+                      'configs/lora/maskrcnn_dinov2b_coco.py'),
 }
 NEEDS = {'MonaSwinTransformer': 'mmdet', 'MiMiSwin': 'mmdet',
-         'RepAdapterViT': 'mmseg', 'SimpleFeaturePyramid': None}
+         'RepAdapterViT': 'mmseg', 'SimpleFeaturePyramid': None,
+         'AdapterPretrainViT': 'mmpretrain'}
 
 
 def run_blocked(blocked, *args, tmp_path, script=None):
@@ -146,12 +153,12 @@ def run_blocked(blocked, *args, tmp_path, script=None):
 
 
 @pytest.mark.parametrize('env_name', [
-    'mmdet_only', 'mmseg_only', 'mmdet_mmseg',
+    'mmdet_only', 'mmseg_only', 'mmdet_mmseg', 'no_mmpretrain',
     pytest.param('full', marks=pytest.mark.slow)  # what every other test runs
 ])
 def test_import_and_registration(env_name, tmp_path):
     blocked, config = ENVS[env_name]
-    absent = [m for m in ('mmdet', 'mmseg', 'mmrotate')
+    absent = [m for m in HOST_PACKAGES
               if not INSTALLED[m] and m not in blocked]
     if absent:
         pytest.skip(f'{", ".join(absent)} not installed in this stack '
@@ -159,7 +166,7 @@ def test_import_and_registration(env_name, tmp_path):
     proc = run_blocked(blocked, config, tmp_path=tmp_path, script=PROBE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split('RESULT ', 1)[1])
-    present = {m for m in ('mmdet', 'mmseg', 'mmrotate')
+    present = {m for m in HOST_PACKAGES
                if m not in blocked and INSTALLED[m]}
 
     import mmpeft
@@ -181,7 +188,8 @@ def test_import_and_registration(env_name, tmp_path):
             assert f'{name}:' in out['report'] and PIP[host] in out['report']
 
     # The config's own model through its scope's registry.
-    needs = {'mmdet_only': 'mmseg', 'mmseg_only': 'mmdet'}.get(env_name)
+    needs = {'mmdet_only': 'mmseg', 'mmseg_only': 'mmdet',
+             'no_mmpretrain': 'mmpretrain'}.get(env_name)
     if needs is None:
         assert out['config_build'] == 'built', out['config_build']
         assert out['preflight'] == []
@@ -231,6 +239,7 @@ def test_env_info_tool_prints_the_stack():
     assert f'torch: {torch.__version__}' in printed
     assert f'mmengine: {mmengine.__version__}' in printed
     assert f'mmcv: {mmcv.__version__}; ops: built' in printed
+    assert '\ntorchvision: ' in printed  # a version, or why mmpretrain bridges it
     for package, dist in (('mmdet', 'mmdet'), ('mmseg', 'mmsegmentation')):
         if INSTALLED[package]:
             version = __import__(package).__version__
@@ -244,8 +253,7 @@ def test_pip_install_declares_nothing_that_replaces_the_stack():
     """``pip install -e .[mmdet,mmseg]`` into this (complete) environment
     would install mmpeft alone: every declared requirement, torch and mmcv
     included, is already satisfied (dry run, no index: nothing is changed)."""
-    extras = ','.join(m for m in ('mmdet', 'mmseg', 'mmrotate')
-                      if INSTALLED[m])
+    extras = ','.join(m for m in HOST_PACKAGES if INSTALLED[m])
     proc = subprocess.run(
         [sys.executable, '-m', 'pip', 'install', '--dry-run', '--no-index',
          '--no-build-isolation', '--quiet', '--report', '-',

@@ -21,7 +21,8 @@ from mmpeft.engine.peft_freeze_hook import (NORM_TYPES, FreezePolicy,
                                             policy_flags, policy_from_config)
 from mmpeft.models import merge_adapters
 from mmpeft.methods import HOST_TYPES, POLICY_METHODS
-from test_comparison_configs import TASKS, HOST_BACKBONES, tiny_voc_cfg
+from test_comparison_configs import (DINOV2_TASKS, HOST_BACKBONES, TASKS,
+                                     tiny_voc_cfg)
 from test_hooks import Snapshot
 from test_methods import HOST_ARGS
 
@@ -30,23 +31,28 @@ VARIANTS = ('bitfit_orig', 'partial1_orig')
 CONFIGS = [(f'configs/{name}/{task.format(b)}.py', f'{name}_{host}')
            for name in POLICY_NAMES for host, b in HOST_BACKBONES.items()
            for task in TASKS]
+DINOV2_CONFIGS = [(f'configs/{name}/{task.format("dinov2b")}.py',
+                   f'{name}_dinov2')
+                  for name in POLICY_NAMES for task in DINOV2_TASKS]
 VARIANT_CONFIGS = [(f'configs/{name}/fasterrcnn_{b}_voc.py', f'{name}_{host}')
                    for name in VARIANTS for host, b in HOST_BACKBONES.items()]
 
 
 def test_every_policy_method_has_its_configs():
-    for names, configs in ((POLICY_NAMES, CONFIGS),
+    for names, configs in ((POLICY_NAMES, CONFIGS + DINOV2_CONFIGS),
                            (VARIANTS, VARIANT_CONFIGS)):
         found = {osp.relpath(p, REPO_ROOT) for name in names for p in
                  glob.glob(osp.join(REPO_ROOT, 'configs', name, '*.py'))}
         assert found == {config for config, _ in configs}
-    assert set(POLICY_METHODS) == {m for _, m in CONFIGS + VARIANT_CONFIGS} \
-        | {'full_swin', 'full_vit'}
+    assert set(POLICY_METHODS) == {
+        m for _, m in CONFIGS + DINOV2_CONFIGS + VARIANT_CONFIGS} | {
+            f'full_{host}' for host in HOST_TYPES}
     for _, method in VARIANT_CONFIGS:
         assert POLICY_METHODS[method].variant_of == method.replace('_orig', '')
 
 
-@pytest.mark.parametrize('config,method', CONFIGS + VARIANT_CONFIGS)
+@pytest.mark.parametrize('config,method',
+                         CONFIGS + DINOV2_CONFIGS + VARIANT_CONFIGS)
 def test_config_builds_the_stock_host_with_the_table_policy(config, method):
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
     table = POLICY_METHODS[method]
@@ -105,7 +111,8 @@ def expected_backbone_trainable(model, name):
 
 
 @pytest.mark.parametrize(
-    'method', [m for _, m in CONFIGS[::len(TASKS)] + VARIANT_CONFIGS])
+    'method', [m for _, m in CONFIGS[::len(TASKS)] + VARIANT_CONFIGS] +
+    [m for _, m in DINOV2_CONFIGS[::len(DINOV2_TASKS)]])
 def test_policy_trains_exactly_its_part_of_the_backbone(method):
     table = POLICY_METHODS[method]
     model = tiny_detector(table.host)

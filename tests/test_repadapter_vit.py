@@ -3,12 +3,14 @@ away; the ViTDet neck; the four RepAdapter configs."""
 import copy
 import glob
 import json
+import math
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
@@ -35,9 +37,9 @@ SMALL = dict(img_size=(32, 32),
              final_norm=True,
              patch_bias=True,
              norm_cfg=dict(type='LN', eps=1e-6))
-REPADAPTER_CONFIGS = sorted(
+REPADAPTER_CONFIGS = sorted(  # RepAdapterViT's (the dinov2 host's: *_dinov2b_*)
     osp.relpath(p, REPO_ROOT)
-    for p in glob.glob(osp.join(REPO_ROOT, 'configs/repadapter/*.py')))
+    for p in glob.glob(osp.join(REPO_ROOT, 'configs/repadapter/*_vitb_*.py')))
 
 
 def stock_and_adapter_vit(**kwargs):
@@ -276,6 +278,26 @@ def test_simple_feature_pyramid_shapes():
         neck((torch.randn(1, 16, 6, 6), ))
     with pytest.raises(ValueError, match='power of'):
         SimpleFeaturePyramid(32, scale_factors=(3, 1))
+
+
+@pytest.mark.parametrize('in_stride,stride', [(14, 16), (7, 8)])
+def test_simple_feature_pyramid_resizes_a_patch_14_map(in_stride, stride):
+    """A stride-14 (7) map of an image padded to 32 (mmcv's PatchEmbed
+    pads it to a multiple of 14 first) becomes exactly H / 16 (8) by W / 16
+    (8) before the pyramid: its outputs are at strides 4 / 8 / 16 / 32."""
+    factors = (stride / 4, stride / 8, stride / 16, stride / 32)
+    neck = SimpleFeaturePyramid(in_channels=8, in_stride=in_stride,
+                                scale_factors=factors)
+    for h, w in ((800, 1216), (1024, 1024), (192, 256)):
+        grid = (math.ceil(h / in_stride), math.ceil(w / in_stride))
+        x = torch.randn(1, 8, *grid)
+        outs = neck((x, ))
+        assert [tuple(o.shape[-2:]) for o in outs] == [
+            (h // s, w // s) for s in (4, 8, 16, 32)]
+        size = (h // stride, w // stride)
+        torch.testing.assert_close(
+            outs[factors.index(1.0)],
+            F.interpolate(x, size=size, mode='bilinear', align_corners=False))
 
 
 def test_simple_feature_pyramid_then_stock_fpn_in_mmdet():

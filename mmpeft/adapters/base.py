@@ -38,6 +38,10 @@ class Adapter(nn.Module):
     override :meth:`as_affine`, :meth:`deploy` and :meth:`deploy_cfg` where
     their maths allows it.
     """
+    # Arranges the tokens as the (H, W) map (a convolution): a host whose
+    # tokens also hold others (class, register tokens) hands it only the
+    # H*W patch tokens and passes the others by.
+    reads_token_map = False
 
     def forward(self, x: torch.Tensor,
                 hw_shape: Optional[Sequence[int]] = None) -> torch.Tensor:

@@ -85,6 +85,7 @@ class Mona(Adapter):
             faster); False runs the literal three-conv form.
         deploy: build the stored-fused-kernel form (see :meth:`deploy`).
     """
+    reads_token_map = True
 
     def __init__(self,
                  in_dim: int,

@@ -94,16 +94,22 @@ def hosts_of(name: str) -> List[str]:
 
 
 def host_of_backbone(backbone_type: str) -> str:
-    """``'swin'`` or ``'vit'`` for a backbone type of a baseline config."""
+    """The host (``'swin'``, ``'vit'``, ``'dinov2'``) of a backbone type of
+    a baseline config."""
     short = str(backbone_type).split('.')[-1]
+    if str(backbone_type) == 'mmpretrain.VisionTransformer' or \
+            short == HOST_TYPES['dinov2']:
+        return 'dinov2'
     if 'Swin' in short:
         return 'swin'
     if 'VisionTransformer' in short or 'ViT' in short:
         return 'vit'
     raise ComparisonError(
         f'Backbone type {backbone_type!r} is neither a Swin nor a ViT: the '
-        "comparison's methods run on mmdet's SwinTransformer and mmseg's "
-        'VisionTransformer. Pass a full fine-tuning config of one of them.')
+        "comparison's methods run on mmdet's SwinTransformer, mmseg's "
+        "VisionTransformer and mmpretrain's VisionTransformer "
+        "('mmpretrain.VisionTransformer'). Pass a full fine-tuning config of "
+        'one of them.')
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Modules that subclass a host package's class are listed in ``OPTIONAL`` with
 the packages they import: each is imported only when those import, else its
 names are registered as placeholders that raise the pip command
-(:mod:`mmpeft.env`). A new module that needs mmdet / mmseg / mmrotate gets an
-entry there; one that needs only mmengine / torch is imported directly.
+(:mod:`mmpeft.env`). A new module that needs mmdet / mmseg / mmrotate /
+mmpretrain gets an entry there; one that needs only mmengine / torch is
+imported directly.
 """
 from ..env import OptionalModule, import_optional
 from .necks import SimpleFeaturePyramid
@@ -24,6 +25,8 @@ OPTIONAL = [
                    ('E3VASwinTransformer', )),
     OptionalModule('mmpeft.models.e3va_vit', ('mmseg', ), 'MODELS',
                    ('E3VAViT', )),
+    OptionalModule('mmpeft.models.pretrain_vit', ('mmpretrain', ), 'MODELS',
+                   ('AdapterPretrainViT', 'AdapterViTEVA02', 'AdapterViTSAM')),
 ]
 globals().update(import_optional(OPTIONAL))
 

@@ -4,6 +4,7 @@ import math
 from typing import Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import nn
@@ -36,6 +37,14 @@ class SimpleFeaturePyramid(BaseModule):
         in_channels: width of the ViT map(s).
         scale_factors: powers of two, one output per factor, in this order.
             The default turns stride 16 into strides 4, 8, 16, 32.
+        in_stride: the stride of the input maps. Where it is not a power
+            of two (a patch-14 ViT: DINOv2, EVA-02), each map is first
+            resized (bilinear) to the next power-of-two stride s (14 -> 16,
+            7 -> 8): ``floor(h * in_stride / s)`` rows and columns, exactly
+            H / s for an image padded to a multiple of s (the detectors pad
+            to 32), so that the outputs have the strides the detector's
+            anchors and RoI extractors assume; ``scale_factors`` then apply
+            to stride s.
         init_cfg: mmengine init config.
 
     The input is the backbone's tuple of maps: either one map (ViTDet: the
@@ -46,9 +55,12 @@ class SimpleFeaturePyramid(BaseModule):
     def __init__(self,
                  in_channels: int,
                  scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
+                 in_stride: int = 16,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.in_channels = in_channels
+        self.in_stride = in_stride
+        self.stride = 2**math.ceil(math.log2(in_stride))  # after resizing
         self.scale_factors = tuple(scale_factors)
         self.rescales = nn.ModuleList(
             self._rescale(in_channels, s) for s in self.scale_factors)
@@ -90,6 +102,13 @@ class SimpleFeaturePyramid(BaseModule):
                     f'got a map of shape {tuple(x.shape)}; it needs (N, '
                     f'{self.in_channels}, H, W). Set in_channels to the '
                     "backbone's embed_dims.")
+        if self.in_stride != self.stride:
+            inputs = [self._to_power_of_two_stride(x) for x in inputs]
         if len(inputs) == 1:
             inputs = tuple(inputs) * len(self.scale_factors)
         return tuple(rescale(x) for rescale, x in zip(self.rescales, inputs))
+
+    def _to_power_of_two_stride(self, x: torch.Tensor) -> torch.Tensor:
+        size = [n * self.in_stride // self.stride for n in x.shape[-2:]]
+        return F.interpolate(x, size=size, mode='bilinear',
+                             align_corners=False)

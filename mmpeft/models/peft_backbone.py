@@ -7,7 +7,7 @@ frozen random weight is a silent disaster), adapters keep their official init,
 and ``merge_adapters`` turns the model into its deploy form.
 """
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 import torch
 from mmengine.logging import MMLogger
@@ -65,7 +65,8 @@ class PEFTBackboneMixin:
         ``adapter_blocks`` record placements and blocks (checkpoint
         metadata); see :mod:`.block_selection` and :mod:`.frozen_saves`."""
         owner = type(self).__name__
-        self.slots = parse_adapters(adapters, self.slot_names)
+        self.slots = parse_adapters(adapters, self.slot_names,
+                                    self.weight_placements())
         self.adapter_cfg = slots_to_cfg(self.slots)
         grid = self.block_grid()
         self.adapter_blocks, positions = resolve_block_selection(
@@ -90,6 +91,10 @@ class PEFTBackboneMixin:
         with frozen_saves_in(self, self._frozen_saves), \
                 graph_from_first_trainable(stem, units, inputs):
             return super().forward(inputs, *args, **kwargs)
+
+    def weight_placements(self) -> Mapping[str, Tuple[str, ...]]:
+        """The linears its blocks offer to weight adapters, per sublayer."""
+        return self.block_class.weight_placements
 
     def last_stage_prefixes(self) -> Tuple[str, ...]:
         """Parameter-name prefixes of the last stage, with the norm of its

@@ -67,9 +67,11 @@ def call_adapter(adapter: Callable, x: torch.Tensor, hw_shape,
 
 SUBLAYERS = ('attn', 'ffn')
 TOKEN_PLACEMENTS = ('pre', 'series', 'after_drop_path', 'parallel', 'post')
+# The linears of a block, per sublayer, the first being the one a `pre`
+# adapter feeds (where an affine one folds). A block type may offer others
+# (AdaptedBlock.weight_placements): a SwiGLU FFN (DINOv2-g, EVA-02) has the
+# fused gate-and-value linear w12 and the output linear w3 instead.
 WEIGHT_PLACEMENTS = {'attn': ('qkv', 'proj'), 'ffn': ('fc1', 'fc2')}
-# The linear a `pre` adapter feeds, per sublayer: where an affine one folds.
-FIRST_LINEAR = {'attn': 'qkv', 'ffn': 'fc1'}
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,10 @@ class Slot:
 
 
 def parse_adapters(adapters: Mapping,
-                   names: Optional[Mapping[str, str]] = None) -> List[Slot]:
+                   names: Optional[Mapping[str, str]] = None,
+                   weight_placements: Optional[Mapping[str,
+                                                       Sequence[str]]] = None
+                   ) -> List[Slot]:
     """``adapters=dict(attn=dict(post=cfg), ...)`` -> slots, checked.
 
     ``names`` (sublayer -> attribute) overrides the block attribute of token
@@ -95,8 +100,10 @@ def parse_adapters(adapters: Mapping,
     / ``ffn_adapter`` checkpoint keys this way. An empty mapping is no slot:
     the stock backbone, frozen, for the methods that train parts of the
     backbone itself (Fixed, BitFit, NormTuning, Partial-1; their
-    ``PEFTFreezeHook`` policy says which).
+    ``PEFTFreezeHook`` policy says which). ``weight_placements`` are the
+    linears the host's blocks offer (default :data:`WEIGHT_PLACEMENTS`).
     """
+    weight_placements = weight_placements or WEIGHT_PLACEMENTS
     if not isinstance(adapters, Mapping):
         raise ValueError(
             'adapters must map sublayers to placements to adapter configs, '
@@ -108,7 +115,7 @@ def parse_adapters(adapters: Mapping,
             raise ValueError(
                 f'adapters has no sublayer {sublayer!r}: a block has '
                 f'{list(SUBLAYERS)}.')
-        known = TOKEN_PLACEMENTS + WEIGHT_PLACEMENTS[sublayer]
+        known = TOKEN_PLACEMENTS + tuple(weight_placements[sublayer])
         for placement, cfgs in placements.items():
             if placement not in known:
                 raise ValueError(
@@ -249,6 +256,7 @@ class AdaptedBlock:
     ``body`` and ``drop_path`` of each sublayer to :meth:`adapted_sublayer`.
     """
     adapter_cp = False  # recompute the adapters in backward (call_adapter)
+    weight_placements = WEIGHT_PLACEMENTS  # the linears weight_owner knows
 
     @classmethod
     def adapt(cls, block: nn.Module) -> 'AdaptedBlock':
@@ -279,11 +287,18 @@ class AdaptedBlock:
         name = self.token_slots.get(sublayer, {}).get(placement)
         return None if name is None else getattr(self, name)
 
+    def call_adapter(self, fn: Callable, x: torch.Tensor,
+                     hw_shape) -> torch.Tensor:
+        """``fn(x, hw_shape)`` for an adapter of this block or its
+        ``delta``; hosts whose tokens hold more than the H*W map override
+        it."""
+        return call_adapter(fn, x, hw_shape,
+                            self.adapter_cp and not self.with_cp)
+
     def _chain(self, slot: Optional[nn.Module], x: torch.Tensor,
                hw_shape) -> torch.Tensor:
-        recompute = self.adapter_cp and not self.with_cp
         for adapter in each(slot):
-            x = call_adapter(adapter, x, hw_shape, recompute)
+            x = self.call_adapter(adapter, x, hw_shape)
         return x
 
     def adapted_sublayer(self, sublayer: str, x: torch.Tensor, hw_shape,
@@ -298,9 +313,8 @@ class AdaptedBlock:
             self._chain(self._slot(sublayer, 'series'), out, hw_shape))
         y = x + self._chain(self._slot(sublayer, 'after_drop_path'), out,
                             hw_shape)
-        recompute = self.adapter_cp and not self.with_cp
         for adapter in each(self._slot(sublayer, 'parallel')):
-            y = y + call_adapter(adapter.delta, x, hw_shape, recompute)
+            y = y + self.call_adapter(adapter.delta, x, hw_shape)
         return self._chain(self._slot(sublayer, 'post'), y, hw_shape)
 
     def has_adapters(self) -> bool:
@@ -310,7 +324,7 @@ class AdaptedBlock:
     def merge_slots(self) -> None:
         """Deploy form of this block's adapters (see the module docstring)."""
         for sublayer in SUBLAYERS:
-            for placement in WEIGHT_PLACEMENTS[sublayer]:
+            for placement in self.weight_placements[sublayer]:
                 module, weight, _ = self.weight_owner(placement)
                 merge_weight_adapters(module, weight)
             pre = list(each(self._slot(sublayer, 'pre')))
@@ -329,11 +343,12 @@ class AdaptedBlock:
         matrix, offset = affine[0]
         for m, c in affine[1:]:
             matrix, offset = m @ matrix, m @ offset + c
-        module, weight, bias = self.weight_owner(FIRST_LINEAR[sublayer])
+        first = self.weight_placements[sublayer][0]
+        module, weight, bias = self.weight_owner(first)
         if getattr(module, bias) is None:
             raise ValueError(
                 f'Folding the {sublayer}.pre adapters needs a bias on '
-                f'{FIRST_LINEAR[sublayer]} to absorb their offset; build the '
+                f'{first} to absorb their offset; build the '
                 'backbone with qkv_bias=True (the stock setting), or keep the '
                 'model unmerged.')
         fold_affine_into_linear(getattr(module, weight), getattr(module, bias),

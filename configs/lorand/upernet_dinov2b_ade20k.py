@@ -1,0 +1,9 @@
+# LoRand: UperNet, ADE20K, 512x512 crops, 160k iterations,
+# DINOv2 ViT-B/14 (LVD-142M): the full fine-tuning baseline with the
+# lorand_dinov2 method base.
+_base_ = [
+    '../baselines/upernet_dinov2b_ade20k.py',
+    '../_base_/methods/lorand_dinov2.py'
+]
+custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+model = dict(backbone=_base_.peft_backbone)

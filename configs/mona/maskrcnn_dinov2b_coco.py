@@ -1,0 +1,8 @@
+# Mona (Yin et al., CVPR 2025): Mask R-CNN, COCO, 1x,
+# DINOv2 ViT-B/14 (LVD-142M): the full fine-tuning baseline with the
+# mona_dinov2 method base.
+_base_ = [
+    '../baselines/maskrcnn_dinov2b_coco.py',
+    '../_base_/methods/mona_dinov2.py'
+]
+model = dict(backbone=_base_.peft_backbone)
