@@ -8,9 +8,10 @@ as scripts/setup.sh caches the mmcv wheel: under
 the key a hash of the step-1 config and of the annotation files it trains
 and validates on (which carry tools/make_demo_data.py's version). A cached
 model is used only when its manifest (``<file>.json`` beside it: key,
-checksum, the validation curve, the time it took) matches; a training that died without one is trained
-again, resuming from its last checkpoint only if that file loads. The
-demo configs load a copy at a fixed path (``<host>_pretrained`` in
+checksum, the validation curve, the time it took) matches; a training that
+died without one is trained again, resuming from its last checkpoint only
+if that file loads. The demo configs load a copy at a fixed path
+(``<host>_pretrained`` in
 configs/demo/_base_/tiny_swin.py), with the manifest beside it.
 """
 import hashlib
@@ -22,6 +23,7 @@ import shutil
 import time
 from typing import Callable, List
 
+from ..engine.checkpoint_digest import file_sha256
 from .plan import REPO, Pretrain
 from .steps import (StepFailed, logged_scalars, read_json, train_command,
                     write_json, write_source_weights)
@@ -68,14 +70,6 @@ def source_key(config: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def manifest_path(weights: str) -> str:
     return re.sub(r'\.pth$', '', weights) + '.json'
 
@@ -85,7 +79,7 @@ def valid_manifest(weights: str, key: str):
     checksum, else None."""
     manifest, _ = read_json(manifest_path(weights), MANIFEST_KEYS)
     if (manifest is None or manifest['key'] != key
-            or not osp.isfile(weights) or sha256(weights) !=
+            or not osp.isfile(weights) or file_sha256(weights) !=
             manifest['sha256']):
         return None
     return manifest
@@ -174,7 +168,7 @@ def ensure_source(step: Pretrain, run: Callable, echo: Callable,
             key=key, host=step.host,
             config=osp.relpath(step.config, REPO),
             checkpoint=osp.basename(best_checkpoint(train_dir)),
-            sha256=sha256(weights), metric=metric,
+            sha256=file_sha256(weights), metric=metric,
             best=dict(iteration=best[0], value=best[1]) if best else None,
             curve=curve, max_iters=cfg.train_cfg.max_iters,
             train_wall_s=time.time() - started,
