@@ -167,7 +167,8 @@ METHODS: Dict[str, Method] = {
                  paper='Yin et al., ACM MM 2023, arXiv 2306.09729',
                  config_base=f'configs/_base_/methods/e3va_{host}.py')
           for host, backbone in (('swin', 'E3VASwinTransformer'),
-                                 ('vit', 'E3VAViT'))),
+                                 ('vit', 'E3VAViT'),
+                                 ('dinov2', 'E3VAPretrainViT'))),
         # The presets' adapters at the same places of mmpretrain's ViT
         # layers (DINOv2): Mona after each residual add (the class token
         # passes its convs), RepAdapter before qkv / the first FFN linear.

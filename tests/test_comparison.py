@@ -188,6 +188,11 @@ def test_host_of_backbone():
     assert cmp.host_of_backbone('AdapterPretrainViT') == 'dinov2'
     with pytest.raises(cmp.ComparisonError, match='neither a Swin nor'):
         cmp.host_of_backbone('ResNet')
+    # Not mmseg's ViT: hosts of their own, without table entries.
+    for name in ('mmpretrain.ViTEVA02', 'AdapterViTSAM'):
+        with pytest.raises(cmp.ComparisonError,
+                           match='no method-table entries'):
+            cmp.host_of_backbone(name)
 
 
 def test_a_swin_only_preset_on_a_dinov2_baseline_names_its_hosts(tmp_path):

@@ -1,10 +1,11 @@
-"""E3VA (mmpeft/adapters/e3va.py, mmpeft/models/e3va_{swin,vit}.py): the
-adapter and the highway compute the equations of the module docstring
-(checked against a transcription written here from the stock blocks and the
-raw parameters), the backbone runs without a graph and keeps no activation
-for backward, its features are the frozen stock backbone's, a training step
-moves only the highway (neck, heads), and the task file (highway + neck +
-heads) reloads onto the stock backbone."""
+"""E3VA (mmpeft/adapters/e3va.py, mmpeft/models/e3va_{swin,vit,
+pretrain_vit}.py): the adapter and the highway compute the equations of the
+module docstring (checked against a transcription written here from the
+stock blocks and the raw parameters), the backbone runs without a graph and
+keeps no activation for backward, its features are the frozen stock
+backbone's, a training step moves only the highway (neck, heads), and the
+task file (highway + neck + heads) reloads onto the stock backbone."""
+import copy
 import glob
 import importlib
 import math
@@ -12,24 +13,37 @@ import os.path as osp
 
 import pytest
 import torch
+import torch.nn.functional as F
 from mmdet.models.backbones import SwinTransformer
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
+from mmpretrain.models.backbones import VisionTransformer as PretrainViT
 from mmseg.models.backbones import VisionTransformer
 from torch import nn
 
 from helpers import REPO_ROOT
 from mmpeft.adapters import E3VAAdapter, build_adapter
 from mmpeft.adapters.e3va import HighwayRun
+from mmpeft.comparison import hosts_of
 from mmpeft.engine.checkpoint_io import load_file
 from mmpeft.engine.export import (adapter_checkpoint, apply_adapter_checkpoint,
                                   save_atomic)
 from mmpeft.methods import METHODS
+from mmpeft.models.pretrain_vit import AdapterPretrainViT
 from test_comparison_configs import (TASKS, assert_only_adapters_moved,
                                      tiny_voc_cfg, train_one_step)
 
 # Three Swin stages with outputs at 0 and 2 (stage 1's state goes through two
-# merging layers unseen), three ViT layers with outputs at 0 and 2.
+# merging layers unseen), three ViT layers with outputs at 0 and 2; on
+# mmpretrain's ViT (DINOv2) with layer scale and an MLP, and with layer
+# scale, a SwiGLU FFN and two registers (the stock reference: the adapter
+# host without adapters, whose registers tests/test_mmpretrain_hosts.py
+# checks against DINOv2's code; mmpretrain's ViT has none).
+DINOV2 = dict(arch=dict(embed_dims=16, num_layers=3, num_heads=2,
+                        feedforward_channels=32),
+              img_size=32, patch_size=8, layer_scale_init_value=0.5,
+              out_type='featmap', out_indices=(0, 2), final_norm=True,
+              drop_path_rate=0.1)
 HOSTS = {
     'swin': (SwinTransformer, 'E3VASwinTransformer',
              dict(pretrain_img_size=32, embed_dims=16, depths=(2, 1, 1),
@@ -39,14 +53,24 @@ HOSTS = {
             dict(img_size=(32, 32), patch_size=8, embed_dims=16, num_layers=3,
                  num_heads=2, mlp_ratio=2, out_indices=(0, 2),
                  final_norm=True, drop_path_rate=0.1)),
+    'dinov2': (PretrainViT, 'E3VAPretrainViT', DINOV2),
+    'dinov2_registers': (
+        lambda **args: AdapterPretrainViT(adapters={}, **args),
+        'E3VAPretrainViT',
+        dict(DINOV2, num_register_tokens=2,
+             layer_cfgs=dict(ffn_type='swiglu_fused'))),
 }
 # The E3VA model's own arguments: on the ViT, mmcv's stock attention call, so
 # that its frozen path runs the very same ops as the stock backbone (the
 # default packed kernel agrees to rounding only).
-E3VA_ARGS = {'swin': {}, 'vit': dict(attention='stock')}
+E3VA_ARGS = {'swin': {}, 'vit': dict(attention='stock'), 'dinov2': {},
+             'dinov2_registers': {}}
 ADAPTER = dict(type='E3VAAdapter', hidden_dim=8, rank=2)
 CONFIGS = [f'configs/e3va/{task.format(b)}.py'
-           for b in ('swinb', 'vitb') for task in TASKS]
+           for b in ('swinb', 'vitb') for task in TASKS] + [
+               f'configs/e3va/{task.format("dinov2b")}.py'
+               for task in TASKS[:2]]  # UperNet, Mask R-CNN
+CONFIG_HOSTS = {'swinb': 'swin', 'vitb': 'vit', 'dinov2b': 'dinov2'}
 
 
 def gelu_erf(h):
@@ -72,9 +96,16 @@ def pair(host, fresh=False):
     in float64 and eval mode; the highway off its init unless ``fresh``."""
     stock_cls, e3va, args = HOSTS[host]
     torch.manual_seed(0)
-    stock = stock_cls(**args).double().requires_grad_(False)
-    model = MODELS.build(dict(args, type=e3va, adapter_cfg=ADAPTER,
-                              **E3VA_ARGS[host])).double()
+    stock = stock_cls(**copy.deepcopy(args)).double().requires_grad_(False)
+    with torch.no_grad():  # layer scales off their constant, registers off 0
+        for name, param in stock.named_parameters():
+            if '.gamma' in name:
+                param.uniform_(0.2, 1.5)
+            elif name == 'register_tokens':
+                param.normal_()
+    model = MODELS.build(dict(copy.deepcopy(args), type=e3va,
+                              adapter_cfg=ADAPTER, **E3VA_ARGS[host]))
+    model.double()
     missing, unexpected = model.load_state_dict(stock.state_dict(),
                                                 strict=False)
     assert not unexpected and all(k.startswith('highway.') for k in missing)
@@ -143,6 +174,54 @@ def vit_reference(model, stock, x):
     return features, states
 
 
+def attention_ref(attn, x):
+    """mmpretrain's MultiheadAttention up to its layer scale, from the raw
+    weights: softmax(q k^T / sqrt(d)) v per head, then the projection."""
+    b, n, c = x.shape
+    qkv = (x @ attn.qkv.weight.T + attn.qkv.bias).reshape(
+        b, n, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv
+    weights = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1]**-0.5, -1)
+    out = (weights @ v).transpose(1, 2).reshape(b, n, c)
+    return out @ attn.proj.weight.T + attn.proj.bias
+
+
+def ffn_ref(ffn, x):
+    """The MLP (fc1, exact GELU, fc2) or fused SwiGLU (w12: silu gate times
+    value, w3) up to its layer scale, from the raw weights."""
+    if hasattr(ffn, 'w12'):
+        assert isinstance(ffn.norm, nn.Identity)  # no hidden norm here
+        gate, value = (x @ ffn.w12.weight.T + ffn.w12.bias).chunk(2, -1)
+        return (F.silu(gate) * value) @ ffn.w3.weight.T + ffn.w3.bias
+    fc1, fc2 = ffn.layers[0][0], ffn.layers[1]
+    return gelu_erf(x @ fc1.weight.T + fc1.bias) @ fc2.weight.T + fc2.bias
+
+
+def pretrain_vit_reference(model, stock, x):
+    """On mmpretrain's ViT: each sublayer's output before its layer scale
+    (the reading mmpeft/models/e3va_pretrain_vit.py documents), the layer
+    scale applied on the residual stream only; every token carried, and at
+    each output the patch tokens (class token and registers dropped)."""
+    features, inputs = block_inputs(stock, stock.layers, x)
+    extra = 1 + getattr(stock, 'num_register_tokens', 0)
+    highway, h, states = model.highway.blocks, 0, []
+    for index, layer in enumerate(stock.layers):
+        tokens, = inputs[index]
+        a = attention_ref(layer.attn, layer.ln1(tokens))
+        residual = tokens + layer.attn.gamma1.weight * a
+        f = ffn_ref(layer.ffn, layer.ln2(residual))
+        h = h + adapter_ref(highway[index]['attn'], a) + adapter_ref(
+            highway[index]['ffn'], f)
+        if index in stock.out_indices:
+            states.append(h[:, extra:])
+    return features, states
+
+
+REFERENCES = {'swin': swin_reference, 'vit': vit_reference,
+              'dinov2': pretrain_vit_reference,
+              'dinov2_registers': pretrain_vit_reference}
+
+
 @pytest.fixture(params=list(HOSTS))
 def host(request):
     return request.param
@@ -175,14 +254,14 @@ def test_adapter_is_the_dual_low_rank_bottleneck():
 def test_highway_follows_the_equations(host):
     model, stock = pair(host)
     x = images()
-    reference = swin_reference if host == 'swin' else vit_reference
     with torch.no_grad():
-        features, states = reference(model, stock, x)
+        features, states = REFERENCES[host](model, stock, x)
         outs = model(x)
     assert len(states) == len(model.highway.norms) == 2
     for out, feature, state, norm in zip(outs, features, states,
                                          model.highway.norms):
         b, c, hgt, wid = feature.shape
+        assert state.shape[1] in (hgt * wid, hgt * wid + 1)  # (+ cls token)
         with torch.no_grad():
             joined = layer_norm_ref(norm, state[:, -hgt * wid:])
         expected = feature + joined.transpose(1, 2).reshape(b, c, hgt, wid)
@@ -307,6 +386,30 @@ def test_output_cls_token_is_refused_with_the_fix():
         MODELS.build(dict(args, type=e3va, output_cls_token=True))
 
 
+@pytest.mark.parametrize('out_type', ['cls_token', 'raw', 'avg_featmap'])
+def test_an_out_type_without_maps_is_refused_with_the_fix(out_type):
+    """The highway joins (B, C, H, W) maps: only out_type='featmap' has
+    them (mmpretrain's default is 'cls_token')."""
+    _, e3va, args = HOSTS['dinov2']
+    args = dict(copy.deepcopy(args), out_type=out_type)
+    with pytest.raises(ValueError, match="out_type='featmap'"):
+        MODELS.build(dict(args, type=e3va))
+    if out_type == 'cls_token':
+        del args['out_type']
+        with pytest.raises(ValueError, match="out_type='cls_token'"):
+            MODELS.build(dict(args, type=e3va))
+
+
+def test_e3va_hosts_are_the_three_with_an_e3va_backbone():
+    """EVA-02 and SAM have adapter hosts but no E3VA form: the comparison
+    names the hosts E3VA has (and refuses their baselines,
+    tests/test_comparison.py)."""
+    assert hosts_of('e3va') == ['swin', 'vit', 'dinov2']
+    assert {m.backbone['type'] for m in METHODS.values()
+            if m.name.startswith('e3va')} == {
+                'E3VASwinTransformer', 'E3VAViT', 'E3VAPretrainViT'}
+
+
 # --------------------------------------------------- task file and configs
 def test_task_file_reloads_strictly_onto_the_stock_backbone(host, tmp_path):
     """The adapter-only file holds the highway, the neck and the heads; with
@@ -356,7 +459,7 @@ def test_every_e3va_config_names_the_method_table_backbone():
              for p in glob.glob(osp.join(REPO_ROOT, 'configs/e3va/*.py'))}
     assert found == set(CONFIGS)
     for config in CONFIGS:
-        host = 'vit' if 'vitb' in config else 'swin'
+        host = CONFIG_HOSTS[osp.basename(config).split('_')[1]]
         cfg = Config.fromfile(osp.join(REPO_ROOT, config))
         backbone, expected = cfg.model.backbone, METHODS[f'e3va_{host}']
         assert backbone.type == expected.backbone['type']
@@ -404,7 +507,7 @@ def test_host_options_without_effect_are_refused(host, option):
     """Block selection and bf16 saves would change nothing on a graph-free
     backbone whose highway spans every block: an error, not a silent no-op."""
     _, e3va, args = HOSTS[host]
-    if host == 'vit' and 'adapter_blocks' in option:
+    if host != 'swin' and 'adapter_blocks' in option:
         option = dict(adapter_blocks=dict(layers=[1]))
     with pytest.raises(ValueError, match=next(iter(option))):
-        MODELS.build(dict(args, type=e3va, **option))
+        MODELS.build(dict(copy.deepcopy(args), type=e3va, **option))

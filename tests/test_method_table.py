@@ -15,7 +15,7 @@ from helpers import REPO_ROOT
 from mmpeft.engine.peft_freeze_hook import FreezePolicy
 from mmpeft.methods import (COMPARISON, HOST_TYPES, METHODS, ORIGINAL,
                             POLICIES, POLICY_METHODS, default_key,
-                            methods_for)
+                            hosts_of_form, methods_for)
 from mmpeft.models.placements import parse_adapters
 
 
@@ -37,9 +37,10 @@ def test_every_own_paper_form_sits_next_to_its_default():
 def test_each_comparison_entry_runs_on_every_host_with_its_base():
     for name, (adapters, paper, merges) in COMPARISON.items():
         parse_adapters(adapters)  # placements and types the hosts accept
-        for host, host_type in HOST_TYPES.items():
+        for host in hosts_of_form(name):  # own-paper forms: swin / vit
             method = METHODS[f'{name}_{host}']
-            assert method.backbone == dict(type=host_type, adapters=adapters)
+            assert method.backbone == dict(type=HOST_TYPES[host],
+                                           adapters=adapters)
             assert (method.paper, method.merges) == (paper, merges)
             assert method.config_base == \
                 f'configs/_base_/methods/{name}_{host}.py'
@@ -49,7 +50,7 @@ def test_each_comparison_entry_runs_on_every_host_with_its_base():
 def test_each_policy_is_a_freeze_policy_with_its_base():
     fields = {f.name for f in dataclasses.fields(FreezePolicy)}
     for name, (policy, _) in POLICIES.items():
-        for host in HOST_TYPES:
+        for host in hosts_of_form(name):
             entry = POLICY_METHODS[f'{name}_{host}']
             assert entry.policy == policy
             if policy is None:  # Full: the baseline configs

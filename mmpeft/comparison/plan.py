@@ -93,6 +93,12 @@ def hosts_of(name: str) -> List[str]:
     return [host for host in HOST_TYPES if method_key(name, host)]
 
 
+# mmpretrain backbones with adapter hosts but no method-table host (type ->
+# model): not mmseg's ViT, though their names hold 'ViT'.
+NO_TABLE_HOSTS = {'ViTEVA02': 'EVA-02', 'AdapterViTEVA02': 'EVA-02',
+                  'ViTSAM': 'SAM', 'AdapterViTSAM': 'SAM'}
+
+
 def host_of_backbone(backbone_type: str) -> str:
     """The host (``'swin'``, ``'vit'``, ``'dinov2'``) of a backbone type of
     a baseline config."""
@@ -100,6 +106,13 @@ def host_of_backbone(backbone_type: str) -> str:
     if str(backbone_type) == 'mmpretrain.VisionTransformer' or \
             short == HOST_TYPES['dinov2']:
         return 'dinov2'
+    if short in NO_TABLE_HOSTS:
+        raise ComparisonError(
+            f'Backbone type {backbone_type!r} ({NO_TABLE_HOSTS[short]}) has '
+            'an adapter host (AdapterViTEVA02 / AdapterViTSAM: set adapters= '
+            'in its backbone config) but no method-table entries, so the '
+            'comparison has no methods for it. Compare on a Swin, mmseg ViT '
+            "or mmpretrain VisionTransformer (DINOv2) baseline.")
     if 'Swin' in short:
         return 'swin'
     if 'VisionTransformer' in short or 'ViT' in short:

@@ -27,6 +27,8 @@ OPTIONAL = [
                    ('E3VAViT', )),
     OptionalModule('mmpeft.models.pretrain_vit', ('mmpretrain', ), 'MODELS',
                    ('AdapterPretrainViT', 'AdapterViTEVA02', 'AdapterViTSAM')),
+    OptionalModule('mmpeft.models.e3va_pretrain_vit', ('mmpretrain', ),
+                   'MODELS', ('E3VAPretrainViT', )),
 ]
 globals().update(import_optional(OPTIONAL))
 

@@ -2,10 +2,11 @@
 and shows each block's sublayer outputs to a trainable network beside it
 (E3VA's highway, :mod:`mmpeft.adapters.e3va`).
 
-The mechanism, for one forward: a forward pre-hook on each block's two
-drop-path modules, whose input is the sublayer's output (the attention
-output, the MLP output) before drop-path and the residual add, hands that
-tensor to the side network; a forward hook on each block tells the host that
+The mechanism, for one forward: a forward pre-hook on two modules of each
+block whose input is the sublayer's output (the attention output, the MLP
+output) before drop-path and the residual add (the drop-paths; on
+mmpretrain's ViT the layer scales before them) hands that tensor to the side
+network; a forward hook on each block tells the host that
 the block ended (where it takes outputs and changes resolution). The stock
 forward runs unchanged under ``torch.no_grad`` — same ops, same features —
 and the side network's own ops run in the caller's grad mode. The hooks live
